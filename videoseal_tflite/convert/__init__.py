@@ -1,0 +1,1 @@
+"""Card + weights -> export wrappers -> FLOAT32 .tflite (litert-torch), with parity checked on LiteRT."""

@@ -1,0 +1,155 @@
+"""PyTorch export wrapper -> FLOAT32 .tflite through litert-torch, then parity on the LiteRT interpreter."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..errors import ConversionFailed, ParityFailed
+from ..tflite_metadata import with_metadata
+from ..weights import LoadedModel
+from .rewrites import Rewrite, apply_rewrites
+from .wrappers import export_module, sample_inputs
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-4
+PARITY_INPUTS = 8
+TRACE_SEED = 0  # parity inputs use seeds 1..8, never the trace input
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityResult:
+    """LiteRT FLOAT32 vs the PyTorch wrapper of the *original* (unrewritten) model."""
+
+    inputs: int
+    max_abs_diff: float
+    bit_agreement: float | None  # detector only: fraction of bit logits with the same sign
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= PARITY_ATOL and self.bit_agreement in (None, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertedModel:
+    path: Path
+    card: str
+    part: str
+    size: int
+    variant: str
+    weights: str
+    weights_sha256: str | None
+    rewrites: tuple[Rewrite, ...]
+    parity: ParityResult
+    sha256: str
+    bytes: int
+    convert_seconds: float
+
+
+def artifact_name(part: str, size: int, variant: str, label: str = "") -> str:
+    """`detector_256_fp32.tflite`; random-init models carry their label: `detector_256_fp32.random-init-seed0.tflite`."""
+    return f"{part}_{size}_{variant}" + (f".{label}" if label else "") + ".tflite"
+
+
+def _patch_litert_repeat_layout() -> None:
+    # litert-torch 0.10.0 treats aten.repeat as layout-agnostic and applies NCHW repeat factors to an
+    # NHWC tensor; marking it NCHW-only fixes conversion of graphs that still contain repeat (--no-rewrites).
+    from litert_torch._convert.fx_passes.optimize_layout_transposes_pass import layout_check
+
+    layout_check.nhwcable_node_checkers.register(torch.ops.aten.repeat)(layout_check._not_nhwc)
+
+
+def run_litert(model_bytes: bytes, inputs: dict[str, np.ndarray], threads: int = 2) -> dict[str, np.ndarray]:
+    """One invoke of the default signature on the ai_edge_litert interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+    runner = interpreter.get_signature_runner()
+    return {k: np.array(v) for k, v in runner(**inputs).items()}
+
+
+def check_parity(model_bytes: bytes, reference: torch.nn.Module, part: str, size: int, nbits: int) -> ParityResult:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes, num_threads=2)
+    runner = interpreter.get_signature_runner()
+    max_diff, agree, total = 0.0, 0, 0
+    for seed in range(1, PARITY_INPUTS + 1):
+        inputs = sample_inputs(part, size, nbits, seed)
+        with torch.no_grad():
+            expected = {k: v.numpy() for k, v in reference(**inputs).items()}
+        got = runner(**{k: v.numpy() for k, v in inputs.items()})
+        for key, value in expected.items():
+            max_diff = max(max_diff, float(np.abs(np.asarray(got[key]) - value).max()))
+        if part == "detector":
+            agree += int(((np.asarray(got["bit_logits"]) > 0) == (expected["bit_logits"] > 0)).sum())
+            total += expected["bit_logits"].size
+    return ParityResult(PARITY_INPUTS, max_diff, (agree / total) if total else None)
+
+
+def convert_part(loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool = True) -> ConvertedModel:
+    """Convert one part of `loaded` to `out_dir/<part>_<size>_fp32[.label].tflite`, checked for parity.
+
+    The file appears only when conversion and parity both succeed (temp file + rename).
+    """
+    card = loaded.card
+    size = card.img_size
+    model, applied = apply_rewrites(loaded.model) if rewrites else (loaded.model, [])
+    wrapper = export_module(model, part, card.yuv)
+    reference = export_module(loaded.model, part, card.yuv)
+    target = Path(out_dir) / artifact_name(part, size, "fp32", loaded.label)
+    _patch_litert_repeat_layout()
+    import litert_torch
+
+    start = time.perf_counter()
+    with atomic_path(target) as tmp:
+        try:
+            edge = litert_torch.convert(wrapper, sample_kwargs=sample_inputs(part, size, card.nbits, TRACE_SEED))
+            edge.export(str(tmp))
+        except Exception as exc:  # the converter raises anything from RuntimeError to ValueError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConversionFailed(f"litert-torch could not convert the {card.name} {part}: {first[:300]}") from exc
+        seconds = time.perf_counter() - start
+        record = {
+            "card": card.name,
+            "part": part,
+            "size": size,
+            "nbits": card.nbits,
+            "variant": "fp32",
+            "weights": loaded.weights,
+            "weights_label": loaded.label,
+            "weights_sha256": loaded.weights_sha256,
+            "yuv": card.yuv,
+            "rewrites": [r.name for r in applied],
+        }
+        data = with_metadata(tmp.read_bytes(), record)
+        parity = check_parity(data, reference, part, size, card.nbits)
+        if not parity.ok:
+            raise ParityFailed(
+                f"{card.name} {part} FLOAT32 .tflite differs from PyTorch: max abs diff {parity.max_abs_diff:.3g} "
+                f"(limit {PARITY_ATOL}), bit agreement {parity.bit_agreement}"
+            )
+        tmp.write_bytes(data)
+    log.info("%s %s -> %s (%.1f s, max diff %.2g)", loaded.describe(), part, target, seconds, parity.max_abs_diff)
+    return ConvertedModel(
+        path=target,
+        card=card.name,
+        part=part,
+        size=size,
+        variant="fp32",
+        weights=loaded.weights,
+        weights_sha256=loaded.weights_sha256,
+        rewrites=tuple(applied),
+        parity=parity,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        convert_seconds=seconds,
+    )

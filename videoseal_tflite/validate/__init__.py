@@ -1,0 +1,1 @@
+"""Validation: static inspection of .tflite files, load checks in a subprocess, reports."""
