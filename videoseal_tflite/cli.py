@@ -15,6 +15,25 @@ from .errors import VsTfliteError
 PROG = "videoseal-tflite"
 
 
+def _print_variants(results) -> None:
+    for r in results:
+        if r.status == "failed":
+            print(f"{r.part} {r.variant}: FAILED after {r.attempts} build(s): {r.error}")
+            continue
+        agree = r.agreement
+        metric = (f"bit agreement vs fp32 {agree.bit_agreement:.4f}" if agree.bit_agreement is not None
+                  else f"watermark rel. err vs fp32 {agree.watermark_rel_err:.4f}")
+        repairs = f"  repairs: {', '.join(x.name for x in r.repairs_applied)}" if r.repairs_applied else ""
+        print(f"{r.path}  {r.bytes / 1e6:.1f} MB  {r.status}  {metric}{repairs}")
+
+
+def _variants(args: argparse.Namespace) -> tuple[str, ...]:
+    from .quantize.recipes import VARIANTS
+
+    chosen = args.variant or ["fp32", *VARIANTS]
+    return tuple(v for v in chosen if v != "fp32")
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert.wrappers import PARTS
     from .pipeline import OFFICIAL_CARDS, convert_card
@@ -29,12 +48,30 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise VsTfliteError("--checkpoint applies to one card; give exactly one --card")
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     parts = tuple(args.part) if args.part else PARTS
+    failed = 0
     for card in cards:
-        for result in convert_card(card, source, args.out, parts=parts, rewrites=not args.no_rewrites):
+        artifacts = convert_card(card, source, args.out, parts=parts, rewrites=not args.no_rewrites,
+                                 variants=_variants(args), int8_io=args.int8_io)
+        for result in artifacts.converted:
             parity = result.parity
             bits = f", bit agreement {parity.bit_agreement:.3f}" if parity.bit_agreement is not None else ""
-            print(f"{result.path}  {result.bytes / 1e6:.1f} MB  {result.convert_seconds:.1f} s  "
-                  f"parity max|diff| {parity.max_abs_diff:.2g}{bits}  [{result.weights}]")
+            print(f"{result.path}  {result.bytes / 1e6:.1f} MB  fp32  {result.convert_seconds:.1f} s  "
+                  f"parity vs PyTorch max|diff| {parity.max_abs_diff:.2g}{bits}  [{result.weights}]")
+        _print_variants(artifacts.variants)
+        failed += sum(v.status == "failed" for v in artifacts.variants)
+    if failed:
+        print(f"{failed} variant(s) failed and were not written; see quantize_log.json", file=sys.stderr)
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .pipeline import quantize_card
+
+    variants = _variants(args)
+    if not variants:
+        raise VsTfliteError("nothing to do: give --variant fp16|weight_only_int8|dynamic_int8|int8")
+    results = quantize_card(args.card, args.out, variants, int8_io=args.int8_io)
+    _print_variants(results)
     return 0
 
 
@@ -51,8 +88,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variant_options(parser: argparse.ArgumentParser) -> None:
+    from .quantize.recipes import ALL_VARIANTS
+
+    parser.add_argument("--variant", action="append", choices=ALL_VARIANTS,
+                        help="build only this variant (repeatable; default: all of " + ", ".join(ALL_VARIANTS) + ")")
+    parser.add_argument("--int8-io", action="store_true",
+                        help="int8 variant: keep int8 model inputs/outputs (scale and zero-point are in the tensor details)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, inspect.")
+    parser = argparse.ArgumentParser(prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, quantize, inspect.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -65,7 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--part", action="append", choices=("embedder", "detector"), help="only this part (repeatable)")
     convert.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
     convert.add_argument("--no-rewrites", action="store_true", help="export the original graph, without TFLite-friendly rewrites")
+    _variant_options(convert)
     convert.set_defaults(func=_cmd_convert)
+
+    quantize = sub.add_parser("quantize", help="build quantized variants from a card's FP32 .tflite files")
+    quantize.add_argument("--card", required=True, help="card name whose artifacts/<card>/*_fp32*.tflite to quantize")
+    quantize.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
+    _variant_options(quantize)
+    quantize.set_defaults(func=_cmd_quantize)
 
     inspect = sub.add_parser("inspect", help="ops, operand dtypes, flags and a load check of a .tflite")
     inspect.add_argument("file", type=Path)

@@ -76,11 +76,52 @@ def load_in_process(path: Path, runtime: str = "litert", threads: int = 2) -> Lo
     return LoadResult(runtime, True, "ok")
 
 
-def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) -> LoadResult:
-    """Run `load_in_process` in a child Python; a crash or hang becomes a LoadResult, never an exception."""
-    command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", str(path), "--runtime", runtime]
+def _to_input(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarray:
+    """With `convert_io`, float values are quantized for an int8/int16 input (scale/zero-point from the model)."""
+    if convert_io and detail["dtype"] in (np.int8, np.int16, np.uint8) and np.issubdtype(value.dtype, np.floating):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])
+    return value
+
+
+def _from_output(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarray:
+    if convert_io and detail["dtype"] in (np.int8, np.int16, np.uint8):
+        scale, zero = detail["quantization"]
+        return (value.astype(np.float32) - zero) * scale
+    return value
+
+
+def run_in_process(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
+                   convert_io: bool = False) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+    """Run the default signature on each input dict. Only for the child process (may crash)."""
+    if runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+    else:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    stage, outputs = "load", []
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        stage = "allocate"
+        interpreter.allocate_tensors()
+        runner = interpreter.get_signature_runner()
+        in_details, out_details = runner.get_input_details(), runner.get_output_details()
+        stage = "invoke"
+        for feed in inputs:
+            got = runner(**{k: _to_input(v, in_details[k], convert_io) for k, v in feed.items()})
+            outputs.append({k: _from_output(np.asarray(v), out_details[k], convert_io) for k, v in got.items()})
+    except Exception as exc:  # the runtime's own text is the diagnosis
+        text = " ".join(str(exc).split())
+        node, op = _parse_node(text)
+        return LoadResult(runtime, False, stage, text, node, op), outputs
+    return LoadResult(runtime, True, "ok"), outputs
+
+
+def _child(command: list[str], runtime: str, timeout_s: float) -> LoadResult:
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_child_env())
     except subprocess.TimeoutExpired:
         return LoadResult(runtime, False, "crash", f"the runtime did not finish loading within {timeout_s:.0f} s")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -93,12 +134,61 @@ def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) ->
     return LoadResult(runtime, False, "crash", f"the load check failed: {tail[:300]}")
 
 
+def _child_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+
+def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) -> LoadResult:
+    """Run `load_in_process` in a child Python; a crash or hang becomes a LoadResult, never an exception."""
+    command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", str(path), "--runtime", runtime]
+    return _child(command, runtime, timeout_s)
+
+
+def run_isolated(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
+                 convert_io: bool = False, timeout_s: float = 900.0) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+    """`run_in_process` in a child Python: a crashing model yields a LoadResult with stage `crash`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vst-run-") as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, **{f"{i}/{k}": v for i, feed in enumerate(inputs) for k, v in feed.items()})
+        command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", str(path), "--runtime", runtime,
+                   "--inputs", str(src), "--outputs", str(dst), "--threads", str(threads)]
+        if convert_io:
+            command.append("--convert-io")
+        result = _child(command, runtime, timeout_s)
+        outputs: list[dict[str, np.ndarray]] = [{} for _ in inputs]
+        if dst.is_file():
+            with np.load(dst) as data:
+                for key in data.files:
+                    index, name = key.split("/", 1)
+                    outputs[int(index)][name] = data[key]
+        return result, [o for o in outputs if o]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", type=Path)
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
+    parser.add_argument("--inputs", type=Path, help="npz of '<i>/<name>' arrays to run instead of random data")
+    parser.add_argument("--outputs", type=Path, help="where to write the outputs npz")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--convert-io", action="store_true", help="quantize/dequantize int8 model I/O")
     args = parser.parse_args(argv)
-    print(json.dumps(load_in_process(args.path, args.runtime).to_json()), flush=True)
+    if args.inputs is None:
+        result = load_in_process(args.path, args.runtime, args.threads)
+    else:
+        with np.load(args.inputs) as data:
+            feeds: dict[int, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                index, name = key.split("/", 1)
+                feeds.setdefault(int(index), {})[name] = data[key]
+        result, outputs = run_in_process(args.path, [feeds[i] for i in sorted(feeds)], args.runtime, args.threads, args.convert_io)
+        if outputs:
+            np.savez(args.outputs, **{f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()})
+    print(json.dumps(result.to_json()), flush=True)
     return 0
 
 

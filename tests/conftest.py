@@ -1,0 +1,60 @@
+"""Shared, session-scoped artifacts: each conversion runs once per test session (they cost 15-45 s each)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Official checkpoints cannot be downloaded here; tests must never try.
+os.environ.setdefault("VIDEOSEAL_TFLITE_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+OFFICIAL = ("videoseal_0.0", "videoseal_1.0")
+SEED = 0
+
+
+@pytest.fixture(scope="session")
+def out_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def loaded_models():
+    from videoseal_tflite.cards import load_card
+    from videoseal_tflite.weights import WeightSource, load_model
+
+    cache = {}
+
+    def get(card: str):
+        if card not in cache:
+            cache[card] = load_model(load_card(card), WeightSource(random_init_seed=SEED))
+        return cache[card]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def card_artifacts(out_root):
+    """card name -> CardArtifacts (FP32 + every quantized variant), built once per session."""
+    from videoseal_tflite.pipeline import convert_card
+    from videoseal_tflite.weights import WeightSource
+
+    cache = {}
+
+    def get(card: str):
+        if card not in cache:
+            cache[card] = convert_card(card, WeightSource(random_init_seed=SEED), out_root)
+        return cache[card]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def unrewritten_detector_00(tmp_path_factory, loaded_models):
+    """The 0.0 detector exported from the original graph (--no-rewrites)."""
+    from videoseal_tflite.convert.export import convert_part
+
+    out = tmp_path_factory.mktemp("unrewritten")
+    return convert_part(loaded_models("videoseal_0.0"), "detector", out, rewrites=False)

@@ -1,0 +1,85 @@
+"""Each TFLite-friendly rewrite equals the original module on random inputs (PyTorch only, fast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from videoseal.modules.jnd import JND
+from videoseal.modules.msg_processor import MsgProcessor
+from videoseal.modules.vit import add_decomposed_rel_pos
+
+from videoseal_tflite.cards import ATTENUATION_CONFIGS
+from videoseal_tflite.convert.rewrites import MatmulMsgProcessor, WhereJND, add_decomposed_rel_pos_act_lhs, apply_rewrites
+
+
+@pytest.mark.parametrize("nbits,hidden,agg", [(96, 192, "concat"), (256, 256, "concat"), (16, 32, "add")])
+def test_matmul_msg_processor_equals_embedding_gather(nbits, hidden, agg):
+    torch.manual_seed(nbits)
+    original = MsgProcessor(nbits, hidden, f"binary+{agg}")
+    rewritten = MatmulMsgProcessor(original)
+    for batch in (1, 3):
+        latents = torch.randn(batch, hidden if agg == "add" else 64, 32, 32)
+        msgs = torch.randint(0, 2, (batch, nbits))
+        expected = original(latents, msgs)
+        got = rewritten(latents, msgs.float())
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("batch,size,dim", [(6, 16, 64), (96, 8, 64), (1, 5, 32)])
+def test_relpos_act_lhs_equals_einsum(batch, size, dim):
+    torch.manual_seed(size)
+    q = torch.randn(batch, size * size, dim)
+    attn = torch.randn(batch, size * size, size * size)
+    rel_h, rel_w = torch.randn(2 * size - 1, dim), torch.randn(2 * size - 1, dim)
+    expected = add_decomposed_rel_pos(attn, q, rel_h, rel_w, (size, size), (size, size))
+    got = add_decomposed_rel_pos_act_lhs(attn, q, rel_h, rel_w, (size, size), (size, size))
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("config", sorted(ATTENUATION_CONFIGS))
+def test_where_jnd_equals_mask_assignment(config):
+    torch.manual_seed(0)
+    original = JND(**ATTENUATION_CONFIGS[config])
+    rewritten = JND(**ATTENUATION_CONFIGS[config])
+    rewritten.__class__ = WhereJND
+    # include flat dark and bright regions so both branches of the luminance mask are taken
+    imgs = torch.rand(2, 3, 64, 80)
+    imgs[:, :, :16] = 0.02
+    imgs[:, :, 16:32] = 0.97
+    expected = original.heatmaps(imgs)
+    got = rewritten.heatmaps(imgs)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("card", ["videoseal_0.0", "videoseal_1.0"])
+def test_wrappers_reproduce_library_embed_and_detect(card, loaded_models):
+    """Wrapper outputs + blend/JND/clamp == videoseal's own Videoseal.embed/detect at 256x256 (<= 1e-5)."""
+    from videoseal_tflite.convert.wrappers import export_module
+
+    loaded = loaded_models(card)
+    model, applied = apply_rewrites(loaded.model)
+    assert applied, "no rewrite applied"
+    torch.manual_seed(1)
+    for _ in range(3):
+        img = torch.rand(1, 3, 256, 256)
+        msg = torch.randint(0, 2, (1, loaded.card.nbits)).float()
+        with torch.no_grad():
+            expected = loaded.model.embed(img, msg, is_video=False)["imgs_w"]
+            watermark = export_module(model, "embedder", loaded.card.yuv)(img, msg)["watermark"]
+            if model.attenuation is not None:
+                watermark = model.attenuation.heatmaps(img) * watermark
+            got = (loaded.card.scaling_i * img + loaded.card.scaling_w * watermark).clamp(0, 1)
+            assert (got - expected).abs().max().item() <= 1e-5
+            preds = loaded.model.detect(img, is_video=False)["preds"]
+            out = export_module(model, "detector", loaded.card.yuv)(img)
+            assert (out["bit_logits"] - preds[:, 1:]).abs().max().item() <= 1e-5
+            assert (out["detection_logit"] - preds[:, :1]).abs().max().item() <= 1e-5
+
+
+def test_apply_rewrites_leaves_original_untouched(loaded_models):
+    loaded = loaded_models("videoseal_0.0")
+    before = type(loaded.model.embedder.unet.msg_processor)
+    rewritten, _ = apply_rewrites(loaded.model)
+    assert type(loaded.model.embedder.unet.msg_processor) is before is MsgProcessor
+    assert isinstance(rewritten.embedder.unet.msg_processor, MatmulMsgProcessor)

@@ -1,0 +1,119 @@
+"""Image sets that need no download: scikit-image's bundled samples plus seeded procedural images.
+
+Calibration and evaluation sets are disjoint by construction (different bundled names, different
+procedural seed ranges); `tests/test_images.py` checks it. Images are float32 [3,H,W] in [0,1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import InvalidImage
+
+EVAL_BUNDLED = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "camera", "coins", "moon")
+CALIB_BUNDLED = ("brick", "grass", "gravel", "clock", "cell", "colorwheel", "hubble_deep_field", "retina",
+                 "page", "text", "logo", "checkerboard")
+EVAL_PROCEDURAL_SEEDS = range(2000, 2008)
+CALIB_PROCEDURAL_SEEDS = range(1000, 1024)
+TRAIN_PROCEDURAL_SEEDS = range(10_000, 100_000)  # training only; never in eval or calibration
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedImage:
+    name: str
+    pixels: np.ndarray  # float32 [3,H,W] in [0,1]
+
+
+def to_rgb_float(array: np.ndarray) -> np.ndarray:
+    """Any HxW / HxWx{1,3,4} array (uint8, uint16, bool, float) -> float32 [3,H,W] in [0,1]."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+    else:
+        a = a.astype(np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            a = (a - lo) / max(hi - lo, 1e-8)
+    if a.ndim == 2:
+        a = np.stack([a] * 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise InvalidImage(f"unsupported image array shape {a.shape}")
+    if a.shape[-1] == 1:
+        a = np.concatenate([a] * 3, axis=-1)
+    a = a[..., :3]
+    return np.ascontiguousarray(a.transpose(2, 0, 1).clip(0, 1), dtype=np.float32)
+
+
+def bundled_image(name: str) -> NamedImage:
+    import skimage.data
+
+    return NamedImage(f"skimage:{name}", to_rgb_float(getattr(skimage.data, name)()))
+
+
+def procedural_image(seed: int, size: int = 256) -> NamedImage:
+    """'Dead leaves' (occluding discs of random colour and size) over a colour gradient, plus mild noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0, c1 = rng.random(3), rng.random(3)
+    angle = rng.random() * 2 * np.pi
+    t = (np.cos(angle) * xx + np.sin(angle) * yy + 1) / 2
+    img = (c0[:, None, None] * (1 - t) + c1[:, None, None] * t).astype(np.float32)
+    for _ in range(int(rng.integers(40, 120))):
+        radius = size * (0.02 + 0.25 * rng.random() ** 3)
+        cy, cx = rng.random(2) * size
+        mask = (yy * size - cy) ** 2 + (xx * size - cx) ** 2 <= radius**2
+        shade = rng.random(3)[:, None, None] * (0.8 + 0.2 * (yy * rng.random() + xx * rng.random()))[None]
+        img = np.where(mask[None], shade, img)
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    return NamedImage(f"procedural:{seed}", img.clip(0, 1).astype(np.float32))
+
+
+def fit_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to size x size (bicubic); float32 [3,size,size]."""
+    _, h, w = pixels.shape
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = pixels[:, top:top + side, left:left + side]
+    if side == size:
+        return crop.astype(np.float32)
+    channels = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.Resampling.BICUBIC)) for c in crop]
+    return np.stack(channels).clip(0, 1).astype(np.float32)
+
+
+def calibration_images(size: int) -> list[NamedImage]:
+    images = [bundled_image(n) for n in CALIB_BUNDLED] + [procedural_image(s, size) for s in CALIB_PROCEDURAL_SEEDS]
+    return [NamedImage(i.name, fit_square(i.pixels, size)) for i in images]
+
+
+def evaluation_images(size: int) -> list[NamedImage]:
+    images = [bundled_image(n) for n in EVAL_BUNDLED] + [procedural_image(s, size) for s in EVAL_PROCEDURAL_SEEDS]
+    return [NamedImage(i.name, fit_square(i.pixels, size)) for i in images]
+
+
+def load_image_file(path: Path) -> NamedImage:
+    """Read a PNG/JPEG/... from disk as float RGB. Raises InvalidImage with one sentence."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(im).astype(np.float32) / (65535.0 if im.mode.startswith("I;16") else max(float(np.asarray(im).max()), 1.0))
+            else:
+                array = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise InvalidImage(f"image not found: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"{path} is not a readable image ({str(exc)[:120]})") from None
+    return NamedImage(path.name, to_rgb_float(array))
+
+
+def random_messages(count: int, nbits: int, seed: int) -> np.ndarray:
+    """float32 [count, nbits] of 0/1, seeded."""
+    return np.random.default_rng(seed).integers(0, 2, (count, nbits)).astype(np.float32)

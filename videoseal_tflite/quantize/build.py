@@ -1,0 +1,190 @@
+"""FLOAT32 .tflite -> one quantized variant, checked and repaired until it loads, runs and agrees with FP32.
+
+Loop: build with the recipe -> static inspection + run on check images in a child process -> if it fails
+with a known failure, append that repair's rules, rebuild, re-check. Each step is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..tflite_metadata import read_metadata, with_metadata
+from ..validate.inspect_model import inspect_model
+from ..validate.load_check import run_isolated
+from .recipes import Rule, base_recipe
+from .repairs import KNOWN_REPAIRS, find_repair
+
+log = logging.getLogger(__name__)
+
+# Sanity floors in the repair loop: below these the variant computes something else, not a rounding of FP32
+MIN_BIT_AGREEMENT = 0.9
+MAX_WATERMARK_REL_ERR = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class RepairRecord:
+    name: str
+    what: str
+    why: str
+    removed_error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    """Variant vs the FP32 .tflite on the check images. Detector: bit agreement; embedder: watermark error."""
+
+    images: int
+    max_abs_diff: float
+    bit_agreement: float | None = None
+    watermark_rel_err: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantResult:
+    part: str
+    variant: str
+    status: str  # ok | repaired | failed
+    path: Path | None
+    recipe: list[Rule]
+    repairs_applied: list[RepairRecord]
+    error: str | None
+    agreement: Agreement | None
+    sha256: str | None
+    bytes: int | None
+    build_seconds: float
+    attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["path"] = str(self.path) if self.path else None
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSet:
+    """Inputs the loop runs every build on, and the FP32 model's outputs for them."""
+
+    inputs: list[dict[str, np.ndarray]]
+    fp32_outputs: list[dict[str, np.ndarray]]
+
+
+def make_check_set(fp32_path: Path, inputs: list[dict[str, np.ndarray]]) -> CheckSet:
+    result, outputs = run_isolated(fp32_path, inputs)
+    if not result.loads:
+        raise RuntimeError(f"the FP32 model {fp32_path} does not run: {result.error}")
+    return CheckSet(inputs, outputs)
+
+
+def compare(part: str, outputs: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]]) -> Agreement:
+    key = "bit_logits" if part == "detector" else "watermark"
+    got = np.stack([o[key] for o in outputs])
+    ref = np.stack([r[key] for r in reference])
+    diff = float(np.abs(got - ref).max())
+    if part == "detector":
+        return Agreement(len(outputs), diff, bit_agreement=float(((got > 0) == (ref > 0)).mean()))
+    return Agreement(len(outputs), diff, watermark_rel_err=diff / max(float(np.abs(ref).max()), 1e-12))
+
+
+def _quantize_bytes(fp32_path: Path, recipe: list[Rule], calibration: list[dict[str, np.ndarray]] | None,
+                    calibration_cache: dict) -> bytes:
+    from ai_edge_quantizer import quantizer
+
+    q = quantizer.Quantizer(str(fp32_path))
+    q.load_quantization_recipe(recipe)
+    qsv = None
+    if q.need_calibration:
+        if not calibration:
+            raise ValueError("this recipe needs calibration data")
+        # one calibration per float model; repairs only change which ops consume it
+        if "qsv" not in calibration_cache:
+            calibration_cache["qsv"] = q.calibrate({"serving_default": calibration}, num_threads=2)
+        qsv = calibration_cache["qsv"]
+    return bytes(q.quantize(qsv).quantized_model)
+
+
+def _check(path: Path, part: str, checks: CheckSet, convert_io: bool) -> tuple[str | None, Agreement | None]:
+    """The failure text (runtime's own words first), or None, plus agreement with FP32 when it ran."""
+    static = inspect_model(path, load=False)
+    result, outputs = run_isolated(path, checks.inputs, convert_io=convert_io)
+    if not result.loads:
+        return result.error, None
+    agreement = compare(part, outputs, checks.fp32_outputs)
+    if agreement.bit_agreement is not None and agreement.bit_agreement < MIN_BIT_AGREEMENT:
+        return f"output differs from FP32: bit agreement {agreement.bit_agreement:.3f} < {MIN_BIT_AGREEMENT}", agreement
+    if agreement.watermark_rel_err is not None and agreement.watermark_rel_err > MAX_WATERMARK_REL_ERR:
+        return f"output differs from FP32: watermark relative error {agreement.watermark_rel_err:.3f} > {MAX_WATERMARK_REL_ERR}", agreement
+    errors = static.errors
+    if errors:  # ran anyway, but the static check knows this pattern fails elsewhere
+        return f"{errors[0].kind}: {errors[0].detail}", agreement
+    return None, agreement
+
+
+def quantize_variant(
+    fp32_path: Path,
+    variant: str,
+    target: Path,
+    checks: CheckSet,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    repair: bool = True,
+    int8_io: bool = False,
+) -> VariantResult:
+    """Build `variant` of `fp32_path` into `target` (atomically). With `repair=False` the naive recipe's file
+    is kept even when it fails, so the failure can be shown; with repairs, a failed variant leaves no file."""
+    fp32_path, target = Path(fp32_path), Path(target)
+    meta = read_metadata(fp32_path.read_bytes()) or {}
+    part = meta.get("part") or ("detector" if "detector" in fp32_path.name else "embedder")
+    recipe = base_recipe(variant)
+    repairs: list[RepairRecord] = []
+    cache: dict = {}
+    start = time.perf_counter()
+    attempts = 0
+    with atomic_path(target) as tmp:
+        while True:
+            attempts += 1
+            data = _quantize_bytes(fp32_path, recipe, calibration, cache)
+            record = {**meta, "variant": variant, "recipe": recipe,
+                      "repairs_applied": [r.name for r in repairs], "int8_io": int8_io}
+            data = with_metadata(data, record)
+            tmp.write_bytes(data)
+            failure, agreement = _check(tmp, part, checks, convert_io=int8_io)
+            if failure is None or not repair:
+                break
+            fix = find_repair(failure, variant, {r.name for r in repairs})
+            if fix is None or (int8_io and fix.name == "float_io"):
+                break
+            log.info("%s %s: %s -> repair %s", part, variant, failure[:120], fix.name)
+            repairs.append(RepairRecord(fix.name, fix.what, fix.why, failure))
+            recipe = recipe + list(fix.rules)
+        seconds = time.perf_counter() - start
+        if failure is not None and repair:
+            # nothing half-good is left behind: the temp file is removed by atomic_path
+            raise _Failed(VariantResult(part, variant, "failed", None, recipe, repairs, failure, agreement,
+                                        None, None, seconds, attempts))
+    status = "failed" if failure else ("repaired" if repairs else "ok")
+    return VariantResult(part, variant, status, target, recipe, repairs, failure, agreement,
+                         hashlib.sha256(data).hexdigest(), len(data), seconds, attempts)
+
+
+class _Failed(Exception):
+    def __init__(self, result: VariantResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+def build_variant(*args, **kwargs) -> VariantResult:
+    """`quantize_variant`, with a failed repaired build returned as a `failed` result instead of raised."""
+    try:
+        return quantize_variant(*args, **kwargs)
+    except _Failed as failed:
+        return failed.result
+
+
+__all__ = ["KNOWN_REPAIRS", "build_variant", "make_check_set", "quantize_variant", "VariantResult", "CheckSet"]

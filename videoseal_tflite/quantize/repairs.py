@@ -1,0 +1,73 @@
+"""Known failures of quantized LiteRT models and the recipe rules that repair them (data, not code paths).
+
+Each repair names the failure text it recognises (the runtime's own words, or our check's), the rules it
+appends to the recipe, what it changes and why. The build loop in `build.py` applies them in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .recipes import Rule, keep_float
+
+# Ops of RMSNorm (x / max(||x||, eps)), LayerNorm (mean / squared difference / rsqrt) and ConvNeXt's GRN
+NORM_OPS = ["DIV", "SQRT", "RSQRT", "SUM", "MEAN", "SQUARED_DIFFERENCE", "MAXIMUM"]
+# Everything but the weight-heavy ops: int8 stays where the MACs and the bytes are
+ELEMENTWISE_OPS = NORM_OPS + ["ADD", "SUB", "MUL", "LOGISTIC", "TANH", "GELU", "SOFTMAX", "CONCATENATION",
+                              "RESIZE_BILINEAR", "PAD", "MIRROR_PAD", "TRANSPOSE", "RESHAPE", "SLICE",
+                              "STRIDED_SLICE", "POW", "LESS_EQUAL", "SELECT", "SELECT_V2", "MINIMUM"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Repair:
+    name: str
+    triggers: tuple[str, ...]  # any of these substrings in the failure text selects this repair
+    variants: tuple[str, ...]  # variants it applies to
+    rules: tuple[Rule, ...]
+    what: str
+    why: str
+
+
+KNOWN_REPAIRS: tuple[Repair, ...] = (
+    Repair(
+        name="float_io",
+        triggers=("Cannot set tensor: Got value of type FLOAT32 but expected type INT8",),
+        variants=("int8",),
+        rules=tuple(keep_float(["INPUT", "OUTPUT"])),
+        what="model inputs and outputs kept float32, with QUANTIZE/DEQUANTIZE at the edges",
+        why="full-integer quantization made the interface int8, so float images and messages are rejected",
+    ),
+    Repair(
+        name="batch_matmul_float",
+        triggers=("(BATCH_MATMUL) failed to prepare", "batch_matmul_dtypes"),
+        variants=("dynamic_int8", "int8", "weight_only_int8", "fp16"),
+        rules=tuple(keep_float(["BATCH_MATMUL"])),
+        what="BATCH_MATMUL ops left out of the quantization rules (float32)",
+        why="the recipe quantized one operand of an attention matmul but not the other; the kernel rejects int8 x float32",
+    ),
+    Repair(
+        name="norm_float_islands",
+        triggers=("(DIV) failed to invoke", "output differs from FP32"),
+        variants=("int8",),
+        rules=tuple(keep_float(NORM_OPS)),
+        what=f"normalisation ops ({', '.join(NORM_OPS)}) kept float32 as mixed-precision islands",
+        why="RMSNorm / LayerNorm / GRN divide by a norm that int8 rounds to zero or saturates",
+    ),
+    Repair(
+        name="int8_matmul_only",
+        triggers=("output differs from FP32",),
+        variants=("int8",),
+        rules=tuple(keep_float(ELEMENTWISE_OPS)),
+        what="only CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL stay int8; every other op runs float32",
+        why="per-tensor int8 activations through the remaining elementwise chain (norms, gates, skips) lose the signal",
+    ),
+)
+
+
+def find_repair(failure: str, variant: str, already: set[str]) -> Repair | None:
+    for repair in KNOWN_REPAIRS:
+        if repair.name in already or variant not in repair.variants:
+            continue
+        if any(trigger in failure for trigger in repair.triggers):
+            return repair
+    return None
