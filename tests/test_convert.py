@@ -76,19 +76,12 @@ def test_no_temp_files_left(card_artifacts, out_root):
     assert leftovers == []
 
 
-def test_metadata_roundtrip():
+def test_metadata_roundtrip(card_artifacts, tmp_path):
     from videoseal_tflite.tflite_metadata import with_metadata
 
-    import flatbuffers  # noqa: F401  (the schema needs it)
-    from ai_edge_litert import schema_py_generated as fb
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = fb.ModelT()
-    model.version = 3
-    model.buffers = [fb.BufferT()]
-    model.subgraphs = [fb.SubGraphT()]
-    data = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    once = with_metadata(data, {"card": "x", "nbits": 16})
+    fp32 = next(r for r in card_artifacts("videoseal_1.0").converted if r.part == "detector")
+    once = with_metadata(fp32.path.read_bytes(), {"card": "x", "nbits": 16})
     twice = with_metadata(once, {"card": "y", "nbits": 32})
     assert read_metadata(once) == {"card": "x", "nbits": 16}
     assert read_metadata(twice) == {"card": "y", "nbits": 32}
+    assert abs(len(twice) - len(once)) < 64  # replaced, not appended

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from videoseal_tflite.cli import main
 from videoseal_tflite.quantize.recipes import base_recipe
 from videoseal_tflite.validate.inspect_model import inspect_model
@@ -35,7 +37,8 @@ def test_fp32_models_load_in_a_child_process(card_artifacts):
 def _naive_dynamic_int8(fp32_path, target):
     from ai_edge_quantizer import quantizer, recipe
 
-    assert base_recipe("dynamic_int8") == recipe.dynamic_wi8_afp32()  # our recipe data is the library's recipe
+    # our recipe data is exactly the library's recipe
+    assert base_recipe("dynamic_int8") == json.loads(json.dumps(recipe.dynamic_wi8_afp32(), default=lambda e: e.value))
     q = quantizer.Quantizer(str(fp32_path))
     q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
     target.write_bytes(bytes(q.quantize().quantized_model))

@@ -13,9 +13,7 @@ from videoseal_tflite.validate.load_check import load_check
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
 PARTS = ["embedder", "detector"]
 
-# Bars from the issue, variant vs the FP32 .tflite
-DETECTOR_MIN_BIT_AGREEMENT = {"fp16": 0.99, "weight_only_int8": 0.99, "dynamic_int8": 0.98, "int8": 0.98}
-EMBEDDER_MAX_REL_ERR = {"fp16": 0.01, "weight_only_int8": 0.2, "dynamic_int8": 0.2, "int8": 0.2}
+from videoseal_tflite.quantize.build import DETECTOR_MIN_BIT_AGREEMENT, EMBEDDER_MAX_REL_ERR
 
 
 def _report(card_artifacts):
@@ -70,14 +68,16 @@ def test_int8_gets_float_io_repair_with_runtime_text(card_artifacts):
     assert "Cannot set tensor: Got value of type FLOAT32 but expected type INT8" in first.removed_error
 
 
-def test_int8_embedder_div_failure_is_repaired_or_reported(card_artifacts):
-    """Full-int8 embedders hit the DIV (RMSNorm/BatchNorm-free norm) failure; the repair is tried and recorded."""
+def test_int8_embedder_div_or_wrong_output_is_seen_and_acted_on(card_artifacts):
+    """Full-int8 embedders hit the DIV failure or a wrong output; the loop records it and tries the repairs."""
     for card in CARDS:
         v = card_artifacts(card).variant("embedder", "int8")
         names = [r.name for r in v.repairs_applied]
-        assert "float_io" in names
+        assert names[0] == "float_io"
         texts = " ".join(r.removed_error for r in v.repairs_applied) + " " + (v.error or "")
-        assert "(DIV) failed to invoke" in texts or "output differs from FP32" in texts
+        assert any(t in texts for t in ("(DIV) failed to invoke", "output differs from FP32", "below the quality bar")), texts
+        if v.status == "failed":
+            assert "norm_float_islands" in names  # every known repair was tried before giving up
 
 
 @pytest.mark.parametrize("card", CARDS)

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 # Sanity floors in the repair loop: below these the variant computes something else, not a rounding of FP32
 MIN_BIT_AGREEMENT = 0.9
 MAX_WATERMARK_REL_ERR = 0.5
+# Quality bars vs the FP32 .tflite (issue #3). A variant that loads but misses its bar gets the next
+# applicable repair, kept only if it improves the number.
+DETECTOR_MIN_BIT_AGREEMENT = {"fp16": 0.99, "weight_only_int8": 0.99, "dynamic_int8": 0.98, "int8": 0.98}
+EMBEDDER_MAX_REL_ERR = {"fp16": 0.01, "weight_only_int8": 0.2, "dynamic_int8": 0.2, "int8": 0.2}
+BELOW_BAR = "output below the quality bar vs FP32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +98,13 @@ def compare(part: str, outputs: list[dict[str, np.ndarray]], reference: list[dic
     return Agreement(len(outputs), diff, watermark_rel_err=diff / max(float(np.abs(ref).max()), 1e-12))
 
 
+def quality_gap(variant: str, agreement: Agreement) -> float:
+    """How far the variant is from its bar (<= 0: meets it). Same scale for both parts: larger is worse."""
+    if agreement.bit_agreement is not None:
+        return DETECTOR_MIN_BIT_AGREEMENT[variant] - agreement.bit_agreement
+    return agreement.watermark_rel_err - EMBEDDER_MAX_REL_ERR[variant]
+
+
 def _quantize_bytes(fp32_path: Path, recipe: list[Rule], calibration: list[dict[str, np.ndarray]] | None,
                     calibration_cache: dict) -> bytes:
     from ai_edge_quantizer import quantizer
@@ -147,6 +159,7 @@ def quantize_variant(
     start = time.perf_counter()
     attempts = 0
     with atomic_path(target) as tmp:
+        best: tuple[bytes, Agreement, list[Rule]] | None = None  # last build that met the sanity floors
         while True:
             attempts += 1
             data = _quantize_bytes(fp32_path, recipe, calibration, cache)
@@ -155,14 +168,32 @@ def quantize_variant(
             data = with_metadata(data, record)
             tmp.write_bytes(data)
             failure, agreement = _check(tmp, part, checks, convert_io=int8_io)
-            if failure is None or not repair:
+            if failure is None and best is not None and quality_gap(variant, agreement) >= quality_gap(variant, best[1]):
+                # the quality repair did not help: go back to the previous build and stop
+                data, agreement, recipe = best
+                repairs.pop()
+                tmp.write_bytes(data)
                 break
-            fix = find_repair(failure, variant, {r.name for r in repairs})
+            if failure is None and quality_gap(variant, agreement) > 0:
+                failure_for_repair = f"{BELOW_BAR}: " + (
+                    f"bit agreement {agreement.bit_agreement:.4f}" if agreement.bit_agreement is not None
+                    else f"watermark relative error {agreement.watermark_rel_err:.4f}")
+                best = (data, agreement, recipe)
+            else:
+                failure_for_repair = failure
+            if failure_for_repair is None or not repair:
+                break
+            fix = find_repair(failure_for_repair, variant, {r.name for r in repairs})
             if fix is None or (int8_io and fix.name == "float_io"):
                 break
-            log.info("%s %s: %s -> repair %s", part, variant, failure[:120], fix.name)
-            repairs.append(RepairRecord(fix.name, fix.what, fix.why, failure))
+            log.info("%s %s: %s -> repair %s", part, variant, failure_for_repair[:120], fix.name)
+            repairs.append(RepairRecord(fix.name, fix.what, fix.why, failure_for_repair))
             recipe = recipe + list(fix.rules)
+        if failure is not None and best is not None:
+            # a quality repair broke loading: the last good build stands
+            (data, agreement, recipe), failure = best, None
+            repairs.pop()
+            tmp.write_bytes(data)
         seconds = time.perf_counter() - start
         if failure is not None and repair:
             # nothing half-good is left behind: the temp file is removed by atomic_path

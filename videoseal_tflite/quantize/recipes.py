@@ -27,20 +27,20 @@ BASE_RECIPES: dict[str, list[Rule]] = {
     "weight_only_int8": [{
         "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
         "op_config": {"weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "FLOAT",
-                      "explicit_dequantize": True},
+                      "explicit_dequantize": True, "skip_checks": False, "min_weight_elements": 0},
     }],
     # == ai_edge_quantizer.recipe.dynamic_wi8_afp32(): int8 weights, activations quantized on the fly
     "dynamic_int8": [{
         "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
         "op_config": {"weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "INTEGER",
-                      "explicit_dequantize": False},
+                      "explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0},
     }],
     # == ai_edge_quantizer.recipe.static_wi8_ai8(): int8 weights and calibrated int8 activations
     "int8": [{
         "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
         "op_config": {"activation_tensor_config": {"num_bits": 8, "symmetric": False, "granularity": "TENSORWISE", "dtype": "INT"},
                       "weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "INTEGER",
-                      "explicit_dequantize": False},
+                      "explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0},
     }],
 }
 

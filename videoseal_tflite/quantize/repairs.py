@@ -47,7 +47,7 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
     ),
     Repair(
         name="norm_float_islands",
-        triggers=("(DIV) failed to invoke", "output differs from FP32"),
+        triggers=("(DIV) failed to invoke", "output differs from FP32", "output below the quality bar"),
         variants=("int8",),
         rules=tuple(keep_float(NORM_OPS)),
         what=f"normalisation ops ({', '.join(NORM_OPS)}) kept float32 as mixed-precision islands",
@@ -55,7 +55,7 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
     ),
     Repair(
         name="int8_matmul_only",
-        triggers=("output differs from FP32",),
+        triggers=("output differs from FP32", "output below the quality bar"),
         variants=("int8",),
         rules=tuple(keep_float(ELEMENTWISE_OPS)),
         what="only CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL stay int8; every other op runs float32",
