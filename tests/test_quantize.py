@@ -53,7 +53,7 @@ def test_repairs_recorded_exactly_where_they_happened(card_artifacts):
     for card in CARDS:
         for v in card_artifacts(card).variants:
             assert (v.status == "repaired") == (bool(v.repairs_applied) and v.status != "failed"), v
-            assert v.attempts == len(v.repairs_applied) + 1 or v.status == "failed"
+            assert v.attempts >= len(v.repairs_applied) + 1  # a quality repair that did not help is undone
             for repair in v.repairs_applied:
                 assert repair.what and repair.why and repair.removed_error
             if v.variant in ("fp16", "weight_only_int8", "dynamic_int8"):
