@@ -74,10 +74,10 @@ def test_int8_embedder_div_or_wrong_output_is_seen_and_acted_on(card_artifacts):
         v = card_artifacts(card).variant("embedder", "int8")
         names = [r.name for r in v.repairs_applied]
         assert names[0] == "float_io"
-        texts = " ".join(r.removed_error for r in v.repairs_applied) + " " + (v.error or "")
+        texts = " ".join([r.removed_error for r in v.repairs_applied] + [r["removed_error"] for r in v.repairs_rejected] + [v.error or ""])
         assert any(t in texts for t in ("(DIV) failed to invoke", "output differs from FP32", "below the quality bar")), texts
-        if v.status == "failed":
-            assert "norm_float_islands" in names  # every known repair was tried before giving up
+        tried = names + [r["name"] for r in v.repairs_rejected]
+        assert "norm_float_islands" in tried  # the float-island repair was tried (kept only where it helped)
 
 
 @pytest.mark.parametrize("card", CARDS)

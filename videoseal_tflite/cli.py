@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import VsTfliteError
+from .errors import InvalidMessage, InvalidModelFile, UnknownVariant, VsTfliteError
 
 PROG = "videoseal-tflite"
 
@@ -24,6 +24,8 @@ def _print_variants(results) -> None:
         metric = (f"bit agreement vs fp32 {agree.bit_agreement:.4f}" if agree.bit_agreement is not None
                   else f"watermark rel. err vs fp32 {agree.watermark_rel_err:.4f}")
         repairs = f"  repairs: {', '.join(x.name for x in r.repairs_applied)}" if r.repairs_applied else ""
+        if r.repairs_rejected:
+            repairs += f"  (tried, no better: {', '.join(x['name'] for x in r.repairs_rejected)})"
         print(f"{r.path}  {r.bytes / 1e6:.1f} MB  {r.status}  {metric}{repairs}")
 
 
@@ -88,6 +90,101 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CARD = "videoseal_1.0"  # videoseal's own default card
+
+
+def find_model(artifacts: Path, card: str, part: str, variant: str) -> Path:
+    """artifacts/<card>/<part>_<size>_<variant>[.label].tflite; real weights are preferred over random-init."""
+    from .quantize.recipes import ALL_VARIANTS
+
+    if variant not in ALL_VARIANTS:
+        raise UnknownVariant(f"unknown variant '{variant}'; known: {', '.join(ALL_VARIANTS)}")
+    folder = Path(artifacts) / card
+    found = sorted(folder.glob(f"{part}_*_{variant}.tflite")) + sorted(folder.glob(f"{part}_*_{variant}.*.tflite"))
+    if not found:
+        raise InvalidModelFile(f"no {variant} {part} for card {card} in {folder}; run `make convert` (or videoseal-tflite convert --card {card})")
+    return found[0]
+
+
+def _message(args: argparse.Namespace, nbits: int):
+    from .runtime import parse_message
+
+    if args.message is None and args.message_hex is None:
+        return None
+    return parse_message(args.message, args.message_hex, nbits)
+
+
+def _detection_json(detection, message) -> dict:
+    from .runtime import bits_to_text
+
+    out = {"bits": bits_to_text(detection.bits), "detection_logit": detection.detection_logit}
+    if message is not None:
+        out["bit_accuracy"] = detection.bit_accuracy(message)
+    return out
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .atomic import atomic_path
+    from .runtime import Detector, Embedder, load_image, to_uint8
+
+    embedder_path = args.embedder or find_model(args.artifacts, args.card, "embedder", args.variant)
+    detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.detector_variant)
+    embedder = Embedder(embedder_path, args.threads)
+    message = _message(args, embedder.nbits)
+    if message is None:
+        raise InvalidMessage("give the message to embed with --message BITS or --message-hex HEX")
+    image = load_image(args.input)
+    if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
+        raise VsTfliteError(f"output {args.output} needs an image extension (.png recommended: lossless)")
+    watermarked = to_uint8(embedder.embed(image, message))
+    with atomic_path(args.output) as tmp:
+        Image.fromarray(watermarked).save(tmp, format=Image.registered_extensions()[args.output.suffix.lower()])
+    detection = Detector(detector_path, args.threads).detect(load_image(args.output))
+    report = {"output": str(args.output), "embedder": str(embedder_path), "detector": str(detector_path),
+              **_detection_json(detection, message)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {args.output} ({embedder_path.name})")
+        print(f"recovered bits: {report['bits']}")
+        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name})")
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .runtime import Detector, load_image
+
+    detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.variant)
+    detector = Detector(detector_path, args.threads)
+    message = _message(args, detector.nbits)
+    detection = detector.detect(load_image(args.input))
+    report = {"input": str(args.input), "detector": str(detector_path), **_detection_json(detection, message)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"bits: {report['bits']}")
+        print(f"detection logit: {detection.detection_logit:.3f}")
+        if message is not None:
+            print(f"bit accuracy: {report['bit_accuracy']:.4f}")
+    return 0
+
+
+def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: bool) -> None:
+    parser.add_argument("--card", default=DEFAULT_CARD, help=f"card whose artifacts to use (default {DEFAULT_CARD})")
+    parser.add_argument("--variant", default="fp32", help="fp32, fp16, weight_only_int8, dynamic_int8 or int8")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
+    parser.add_argument("--message", help="message bits, e.g. 0101... (as many as the card's nbits)")
+    parser.add_argument("--message-hex", help="message as hexadecimal")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--detector", type=Path, help="explicit detector .tflite (overrides --card/--variant)")
+    if with_detector_variant:
+        parser.add_argument("--embedder", type=Path, help="explicit embedder .tflite (overrides --card/--variant)")
+        parser.add_argument("--detector-variant", default="fp32", help="variant of the detector that checks the result")
+
+
 def _variant_options(parser: argparse.ArgumentParser) -> None:
     from .quantize.recipes import ALL_VARIANTS
 
@@ -98,7 +195,7 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, quantize, inspect.")
+    parser = argparse.ArgumentParser(prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, quantize, inspect, embed, detect.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -126,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--no-load", action="store_true", help="static inspection only")
     inspect.add_argument("--runtime", choices=("litert", "tflite"), default="litert", help="interpreter for the load check")
     inspect.set_defaults(func=_cmd_inspect)
+
+    embed = sub.add_parser("embed", help="watermark an image of any size with the .tflite embedder")
+    embed.add_argument("input", type=Path)
+    embed.add_argument("output", type=Path)
+    _runtime_options(embed, with_detector_variant=True)
+    embed.set_defaults(func=_cmd_embed)
+
+    detect = sub.add_parser("detect", help="read the message bits from an image with the .tflite detector")
+    detect.add_argument("input", type=Path)
+    _runtime_options(detect, with_detector_variant=False)
+    detect.set_defaults(func=_cmd_detect)
     return parser
 
 

@@ -128,6 +128,9 @@ def convert_part(loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool =
             "weights_label": loaded.label,
             "weights_sha256": loaded.weights_sha256,
             "yuv": card.yuv,
+            "scaling_w": card.scaling_w,
+            "scaling_i": card.scaling_i,
+            "attenuation": card.attenuation,
             "rewrites": [r.name for r in applied],
         }
         data = with_metadata(tmp.read_bytes(), record)

@@ -66,6 +66,7 @@ class VariantResult:
     bytes: int | None
     build_seconds: float
     attempts: int
+    repairs_rejected: list[dict] = dataclasses.field(default_factory=list)  # tried, undone: did not help
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -155,6 +156,7 @@ def quantize_variant(
     part = meta.get("part") or ("detector" if "detector" in fp32_path.name else "embedder")
     recipe = base_recipe(variant)
     repairs: list[RepairRecord] = []
+    rejected: list[dict] = []
     cache: dict = {}
     start = time.perf_counter()
     attempts = 0
@@ -170,8 +172,9 @@ def quantize_variant(
             failure, agreement = _check(tmp, part, checks, convert_io=int8_io)
             if failure is None and best is not None and quality_gap(variant, agreement) >= quality_gap(variant, best[1]):
                 # the quality repair did not help: go back to the previous build and stop
+                undone = repairs.pop()
+                rejected.append({**dataclasses.asdict(undone), "result": dataclasses.asdict(agreement)})
                 data, agreement, recipe = best
-                repairs.pop()
                 tmp.write_bytes(data)
                 break
             if failure is None and quality_gap(variant, agreement) > 0:
@@ -191,17 +194,18 @@ def quantize_variant(
             recipe = recipe + list(fix.rules)
         if failure is not None and best is not None:
             # a quality repair broke loading: the last good build stands
+            undone = repairs.pop()
+            rejected.append({**dataclasses.asdict(undone), "result": f"broke the model: {failure}"})
             (data, agreement, recipe), failure = best, None
-            repairs.pop()
             tmp.write_bytes(data)
         seconds = time.perf_counter() - start
         if failure is not None and repair:
             # nothing half-good is left behind: the temp file is removed by atomic_path
             raise _Failed(VariantResult(part, variant, "failed", None, recipe, repairs, failure, agreement,
-                                        None, None, seconds, attempts))
+                                        None, None, seconds, attempts, rejected))
     status = "failed" if failure else ("repaired" if repairs else "ok")
     return VariantResult(part, variant, status, target, recipe, repairs, failure, agreement,
-                         hashlib.sha256(data).hexdigest(), len(data), seconds, attempts)
+                         hashlib.sha256(data).hexdigest(), len(data), seconds, attempts, rejected)
 
 
 class _Failed(Exception):

@@ -1,0 +1,204 @@
+"""Watermark and detect with the .tflite files alone: numpy + Pillow + the LiteRT interpreter, no torch.
+
+This mirrors videoseal's `Videoseal.embed` / `detect` (image mode) step by step, so a mobile port can
+follow it line by line:
+
+embed(image HxW, message):
+  1. x = image as float RGB in [0,1]                                   [3,H,W]
+  2. x_s = resize(x, S x S)        bilinear, antialiased (torch F.interpolate(..., antialias=True))
+  3. w = embedder.tflite(x_s, message)   tanh output, C = 3 (RGB) or 1 (Y)   [C,S,S]
+  4. w = resize(w, H x W)          bilinear, antialiased
+  5. w = JND(x) * w                at full resolution, when the card has attenuation (numpy, below)
+  6. y = clamp(scaling_i * x + scaling_w * w, 0, 1), rounded to uint8 by the caller's saver
+detect(image):
+  x_s = resize(x, S x S); bit_logits, detection_logit = detector.tflite(x_s); bits = bit_logits > 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import InvalidImage, InvalidMessage, InvalidModelFile
+from .tflite_metadata import read_metadata
+
+MIN_SIDE = 32
+
+
+def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[C,H,W] float32 -> [C,height,width]; Pillow's BILINEAR is the antialiased triangle filter torch's
+    `F.interpolate(mode='bilinear', align_corners=False, antialias=True)` reproduces."""
+    if planes.shape[1:] == (height, width):
+        return planes.astype(np.float32, copy=True)
+    return np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        for p in planes
+    ]).astype(np.float32)
+
+
+def _conv_same(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D cross-correlation with zero padding (torch Conv2d, padding=k//2), in float32 like torch: the
+    luminance mask is discontinuous at 127, so a more precise sum would land on the other side of it."""
+    k = kernel.shape[0]
+    pad = k // 2
+    padded = np.pad(plane.astype(np.float32), pad)
+    out = np.zeros(plane.shape, dtype=np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            if kernel[dy, dx]:
+                out += kernel[dy, dx] * padded[dy:dy + plane.shape[0], dx:dx + plane.shape[1]]
+    return out
+
+
+_KX = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
+_KY = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
+_KLUM = np.array([[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+
+
+def jnd_heatmaps(image: np.ndarray, in_channels: int = 1, out_channels: int = 1) -> np.ndarray:
+    """videoseal.modules.jnd.JND.heatmaps in numpy: [3,H,W] in [0,1] -> [out_channels,H,W]."""
+    x = np.float32(255.0) * image.astype(np.float32)
+    if in_channels == 1:
+        x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    maps = []
+    for plane in x:
+        la = _conv_same(plane, _KLUM) / 32
+        la = np.where(la <= 127, 17 * (1 - np.sqrt(np.maximum(la, 0) / 127 + 1e-5)), 3 / 128 * (la - 127) + 3)
+        gx, gy = _conv_same(plane, _KX), _conv_same(plane, _KY)
+        cm = np.sqrt(gx**2 + gy**2)
+        cm = 0.117 * (16 * cm**2.4 / (cm**2 + 26**2))
+        maps.append(np.maximum(la + cm - 0.3 * np.minimum(la, cm), 0))
+    hmaps = np.stack(maps)
+    if out_channels == 3 and in_channels == 1:
+        hmaps = np.repeat(hmaps, 3, axis=0)
+    elif out_channels == 1 and in_channels == 3:
+        hmaps = np.sum(hmaps / 3, axis=0, keepdims=True)
+    return (hmaps / 255).astype(np.float32)
+
+
+_ATTENUATION = {"jnd_1_1": (1, 1), "jnd_3_3": (3, 3), "jnd_1_3": (1, 3), "jnd_3_1": (3, 1)}
+
+
+def parse_message(text: str | None = None, hex_text: str | None = None, nbits: int | None = None) -> np.ndarray:
+    """'0101...' or hex -> float32 [nbits] of 0/1. Raises InvalidMessage naming the problem."""
+    if hex_text is not None:
+        clean = hex_text.lower().removeprefix("0x")
+        if not clean or any(c not in "0123456789abcdef" for c in clean):
+            raise InvalidMessage(f"--message-hex must be hexadecimal digits, got '{hex_text}'")
+        text = "".join(f"{int(c, 16):04b}" for c in clean)
+        if nbits is not None and len(text) >= nbits and set(text[: len(text) - nbits]) <= {"0"}:
+            text = text[len(text) - nbits:]
+    if text is None:
+        raise InvalidMessage("no message given")
+    bad = sorted(set(text) - {"0", "1"})
+    if bad:
+        raise InvalidMessage(f"message must be binary (0/1), found {''.join(bad)!r}")
+    if nbits is not None and len(text) != nbits:
+        raise InvalidMessage(f"message has {len(text)} bits but the model takes {nbits}")
+    return np.array([int(c) for c in text], dtype=np.float32)
+
+
+def bits_to_text(bits: np.ndarray) -> str:
+    return "".join("1" if b else "0" for b in np.asarray(bits).astype(bool))
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Any Pillow-readable image -> float32 [3,H,W] in [0,1] (16-bit PNGs keep their precision)."""
+    from .images import load_image_file
+
+    pixels = load_image_file(path).pixels
+    if min(pixels.shape[1:]) < MIN_SIDE:
+        raise InvalidImage(f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    return pixels
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[3,H,W] in [0,1] -> HxWx3 uint8 (round to nearest)."""
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+class _Model:
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+            self.meta = read_metadata(data)
+        except OSError as exc:
+            raise InvalidModelFile(f"cannot read {path}: {exc.strerror}") from None
+        except Exception:
+            raise InvalidModelFile(f"{path} is not a videoseal-tflite model (no readable metadata)") from None
+        if not self.meta:
+            raise InvalidModelFile(f"{path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads)
+            self.runner = self.interpreter.get_signature_runner()
+            self.input_details = self.runner.get_input_details()
+            self.output_details = self.runner.get_output_details()
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidModelFile(f"{path} does not load: {' '.join(str(exc).split())[:300]}") from None
+        self.path = path
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        from .validate.load_check import _from_output, _to_input
+
+        feed = {k: _to_input(v.astype(np.float32), self.input_details[k], True) for k, v in inputs.items()}
+        out = self.runner(**feed)
+        return {k: _from_output(np.asarray(v), self.output_details[k], True) for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    bit_logits: np.ndarray  # [nbits]
+    bits: np.ndarray  # [nbits] bool
+    detection_logit: float
+
+    def bit_accuracy(self, message: np.ndarray) -> float:
+        return float((self.bits == np.asarray(message).astype(bool)).mean())
+
+
+class Embedder:
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        self.model = _Model(path, threads)
+        meta = self.model.meta
+        if meta.get("part") != "embedder":
+            raise InvalidModelFile(f"{path} is a {meta.get('part')}, not an embedder")
+        self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
+        self.scaling_w, self.scaling_i = float(meta.get("scaling_w", 1.0)), float(meta.get("scaling_i", 1.0))
+        self.attenuation = _ATTENUATION.get(meta.get("attenuation") or "")
+
+    def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """The attenuated watermark signal at full resolution, [C,H,W] (before scaling_w)."""
+        _, height, width = image.shape
+        small = resize_bilinear(image, self.size, self.size)
+        w = self.model(image=small[None], message=np.asarray(message, np.float32).reshape(1, -1))["watermark"][0]
+        w = resize_bilinear(w, height, width)
+        if self.attenuation:
+            w = jnd_heatmaps(image, *self.attenuation) * w
+        return w
+
+    def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
+        message = np.asarray(message, np.float32).reshape(-1)
+        if message.size != self.nbits:
+            raise InvalidMessage(f"message has {message.size} bits but the model takes {self.nbits}")
+        return np.clip(self.scaling_i * image + self.scaling_w * self.watermark(image, message), 0, 1).astype(np.float32)
+
+
+class Detector:
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        self.model = _Model(path, threads)
+        meta = self.model.meta
+        if meta.get("part") != "detector":
+            raise InvalidModelFile(f"{path} is a {meta.get('part')}, not a detector")
+        self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
+
+    def detect(self, image: np.ndarray) -> Detection:
+        small = resize_bilinear(image, self.size, self.size)
+        out = self.model(image=small[None])
+        logits = out["bit_logits"][0]
+        return Detection(logits, logits > 0, float(out["detection_logit"].reshape(-1)[0]))
