@@ -5,14 +5,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-tflite
 STAMP := $(VENV)/.installed
-# Conversion defaults (override: make convert CARD=videoseal_1.0 CHECKPOINT=path/to/ckpt.pth)
-CARD ?=
+# Conversion defaults. The compact card ships trained weights, so it converts offline:
+#   make convert                                  compact card (all variants) + report
+#   make convert CARD=videoseal_1.0 CHECKPOINT=ckpt.pth
+#   make convert CARD=videoseal_0.0 RANDOM_INIT=0  official architecture, untrained (labelled random-init)
+#   make convert-official                         both official cards, random-init seed 0
+CARD ?= compact
 CHECKPOINT ?=
-SEED ?= 0
+RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: setup convert test inspect clean lock
+.PHONY: setup convert convert-official validate test clean lock
 
 setup: $(STAMP)
 
@@ -26,13 +30,16 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 convert: $(STAMP)
-ifeq ($(CARD),)
-	$(CLI) convert --out $(ARTIFACTS) --all-official --random-init $(SEED)
-else ifeq ($(CHECKPOINT),)
-	$(CLI) convert --out $(ARTIFACTS) --card $(CARD)
-else
-	$(CLI) convert --out $(ARTIFACTS) --card $(CARD) --checkpoint "$(CHECKPOINT)"
-endif
+	$(CLI) convert --out $(ARTIFACTS) --card $(CARD) $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(RANDOM_INIT),--random-init $(RANDOM_INIT))
+	$(CLI) validate --artifacts $(ARTIFACTS) --card $(CARD)
+
+convert-official: $(STAMP)
+	$(CLI) convert --out $(ARTIFACTS) --all-official --random-init 0
+	$(CLI) validate --artifacts $(ARTIFACTS) --card videoseal_0.0
+	$(CLI) validate --artifacts $(ARTIFACTS) --card videoseal_1.0
+
+validate: $(STAMP)
+	$(CLI) validate --artifacts $(ARTIFACTS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -58,3 +58,21 @@ def unrewritten_detector_00(tmp_path_factory, loaded_models):
 
     out = tmp_path_factory.mktemp("unrewritten")
     return convert_part(loaded_models("videoseal_0.0"), "detector", out, rewrites=False)
+
+
+@pytest.fixture(scope="session")
+def compact_artifacts(out_root):
+    """The compact card with its bundled trained weights: FP32 + every variant."""
+    from videoseal_tflite.pipeline import convert_card
+    from videoseal_tflite.weights import WeightSource
+
+    return convert_card("compact", WeightSource(), out_root)
+
+
+@pytest.fixture(scope="session")
+def compact_report(compact_artifacts):
+    from videoseal_tflite.validate.report import validate_card, write_report
+
+    report = validate_card(compact_artifacts.out_dir, progress=False)
+    write_report(report, compact_artifacts.out_dir)
+    return report

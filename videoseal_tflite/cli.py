@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -171,6 +172,63 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate.report import below_floor, validate_card, write_report
+
+    root = Path(args.artifacts)
+    cards = [args.card] if args.card else sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.tflite"))) if root.is_dir() else []
+    if not cards:
+        raise VsTfliteError(f"no card artifacts under {root}; run `make convert` first")
+    problems, reports = [], []
+    for card in cards:
+        card_dir = root / card
+        if not card_dir.is_dir():
+            raise VsTfliteError(f"no artifacts for card {card} in {root}")
+        report = validate_card(card_dir, args.images, args.messages, args.threads)
+        written = write_report(report, card_dir)
+        reports.append(report)
+        problems += below_floor(report, args.min_bit_acc, args.max_psnr_drop)
+        if not args.json:
+            print(f"{card}: wrote {', '.join(str(p) for p in written)}")
+            print((card_dir / "report.md").read_text())
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+    for line in problems:
+        print(f"below floor: {line}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .validate.verify import verify_artifacts
+
+    checked, problems = verify_artifacts(args.artifacts, load=not args.no_load)
+    for problem in problems:
+        print(problem.line(), file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{checked} files verified in {args.artifacts}: hashes match the manifest" + ("" if args.no_load else " and every file loads"))
+    return 0
+
+
+def _cmd_pick(args: argparse.Namespace) -> int:
+    from .validate.report import pick
+
+    path = Path(args.report) if args.report else Path(args.artifacts) / (args.card or DEFAULT_CARD) / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VsTfliteError(f"no report at {path}; run `make validate` (or videoseal-tflite validate) first") from None
+    except json.JSONDecodeError as exc:
+        raise VsTfliteError(f"{path} is not valid JSON ({exc.msg})") from None
+    best, why = pick(report, args.part, args.max_mb, args.min_bit_acc, args.max_ms)
+    if best is None:
+        print(why, file=sys.stderr)
+        return 1
+    print(best["path"])
+    print(why)
+    return 0
+
+
 def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: bool) -> None:
     parser.add_argument("--card", default=DEFAULT_CARD, help=f"card whose artifacts to use (default {DEFAULT_CARD})")
     parser.add_argument("--variant", default="fp32", help="fp32, fp16, weight_only_int8, dynamic_int8 or int8")
@@ -234,7 +292,37 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("input", type=Path)
     _runtime_options(detect, with_detector_variant=False)
     detect.set_defaults(func=_cmd_detect)
+
+    validate = sub.add_parser("validate", help="report size, load status, bit accuracy, PSNR and latency of every artifact")
+    validate.add_argument("--card", help="one card (default: every card folder in --artifacts)")
+    validate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    validate.add_argument("--images", type=Path, help="folder of PNG/JPEG images of any size (default: the evaluation set)")
+    validate.add_argument("--messages", type=int, default=2, help="random messages per image (default 2)")
+    validate.add_argument("--threads", type=int, default=2)
+    validate.add_argument("--json", action="store_true", help="print the report JSON")
+    validate.add_argument("--min-bit-acc", type=float, help="exit 1 listing every record below this bit accuracy")
+    validate.add_argument("--max-psnr-drop", type=float, help="exit 1 listing every embedder more than D dB below FP32")
+    validate.set_defaults(func=_cmd_validate)
+
+    verify = sub.add_parser("verify", help="check every artifact against manifest.json (hash, size, loads, no extras)")
+    verify.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
+    verify.add_argument("--no-load", action="store_true", help="hashes only")
+    verify.set_defaults(func=_cmd_verify)
+
+    pick = sub.add_parser("pick", help="the best variant that meets size/accuracy/latency constraints, from report.json")
+    pick.add_argument("--part", choices=("embedder", "detector"), required=True)
+    pick.add_argument("--card", help=f"card whose report to read (default {DEFAULT_CARD})")
+    pick.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    pick.add_argument("--report", type=Path, help="explicit report.json")
+    pick.add_argument("--max-mb", type=float)
+    pick.add_argument("--min-bit-acc", type=float)
+    pick.add_argument("--max-ms", type=float)
+    pick.set_defaults(func=_cmd_pick)
     return parser
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("videoseal_tflite").setLevel(logging.INFO)
+    # SIGTERM (CI cancel, kill) unwinds like Ctrl-C, so temp files are removed and locks released
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except VsTfliteError as exc:

@@ -19,8 +19,11 @@ from .cards import Card, load_card
 from .convert.export import ConvertedModel, artifact_name, convert_part
 from .convert.wrappers import PARTS
 from .errors import UnknownVariant, VsTfliteError
+from .lock import output_lock
 from .images import calibration_images, evaluation_images, random_messages
 from .manifest import update_manifest
+from .runtime import attenuation_of, blend, round_8bit
+from .validate.load_check import run_isolated
 from .quantize.build import CheckSet, VariantResult, build_variant, make_check_set
 from .quantize.recipes import VARIANTS
 from .tflite_metadata import read_metadata
@@ -49,6 +52,22 @@ def _feeds(part: str, images: list, nbits: int, seed: int) -> list[dict[str, np.
     messages = random_messages(len(images), nbits, seed)
     return [{"image": img.pixels[None]} | ({"message": msg[None]} if part == "embedder" else {})
             for img, msg in zip(images, messages)]
+
+
+def _watermarked_check_images(out_dir: Path, card: Card, images: list, seed: int) -> list[dict[str, np.ndarray]] | None:
+    """Detector check inputs: the evaluation images watermarked by the FP32 embedder .tflite (8-bit), so that
+    variant-vs-FP32 agreement is measured on logits that carry a message, not on noise around zero."""
+    embedders = sorted(out_dir.glob(f"embedder_{card.img_size}_fp32*.tflite"))
+    if not embedders:
+        return None
+    feeds = _feeds("embedder", images, card.nbits, seed)
+    result, outputs = run_isolated(embedders[0], feeds)
+    if not result.loads:
+        return None
+    meta = read_metadata(embedders[0].read_bytes()) or {}
+    return [{"image": round_8bit(blend(feed["image"][0], out["watermark"][0], card.scaling_w, card.scaling_i,
+                                       attenuation_of(meta)))[None]}
+            for feed, out in zip(feeds, outputs)]
 
 
 def _fp32_entry(result: ConvertedModel, loaded: LoadedModel) -> dict:
@@ -85,6 +104,11 @@ def quantize_card(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UnknownVariant(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    with output_lock(out_root):
+        return _quantize_card(card_name, out_root, variants, parts, int8_io, progress)
+
+
+def _quantize_card(card_name, out_root, variants, parts, int8_io, progress) -> list[VariantResult]:
     card = load_card(card_name)
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
     fp32_files = {part: sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite")) for part in parts}
@@ -102,7 +126,10 @@ def quantize_card(
         meta = read_metadata(fp32_path.read_bytes()) or {}
         label = meta.get("weights_label") or ""
         if fp32_path not in checks:
-            checks[fp32_path] = make_check_set(fp32_path, _feeds(part, check_images, card.nbits, CHECK_MESSAGE_SEED))
+            feeds = _feeds(part, check_images, card.nbits, CHECK_MESSAGE_SEED)
+            if part == "detector":
+                feeds = _watermarked_check_images(out_dir, card, check_images, CHECK_MESSAGE_SEED) or feeds
+            checks[fp32_path] = make_check_set(fp32_path, feeds)
         calibration = _feeds(part, calib_images, card.nbits, CALIBRATION_MESSAGE_SEED) if variant == "int8" else None
         target = out_dir / artifact_name(part, card.img_size, variant, label)
         result = build_variant(fp32_path, variant, target, checks[fp32_path], calibration, repair=True, int8_io=int8_io)
@@ -135,6 +162,12 @@ def convert_card(
 ) -> CardArtifacts:
     """Convert `parts` of a card to FLOAT32 .tflite under `out_root/<card>/`, then build `variants` of each."""
     card: Card = load_card(card_name)
+    ensure_writable_dir(Path(out_root))
+    with output_lock(out_root):
+        return _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress)
+
+
+def _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress) -> CardArtifacts:
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
     loaded = load_model(card, source)
     log.info("converting %s", loaded.describe())
@@ -143,5 +176,5 @@ def convert_card(
         result = convert_part(loaded, part, out_dir, rewrites=rewrites)
         converted.append(result)
         update_manifest(out_root, {str(result.path.relative_to(out_root)): _fp32_entry(result, loaded)})
-    quantized = quantize_card(card.name, out_root, variants, parts, int8_io, progress) if variants else []
+    quantized = quantize_card(str(card.path), out_root, variants, parts, int8_io, progress) if variants else []
     return CardArtifacts(card.name, out_dir, converted, quantized)

@@ -115,9 +115,26 @@ def load_image(path: Path) -> np.ndarray:
     return pixels
 
 
+def round_8bit(image: np.ndarray) -> np.ndarray:
+    """What saving as 8-bit does to a float image in [0,1]: clip and round to multiples of 1/255."""
+    return (np.round(np.clip(image, 0, 1) * 255) / 255).astype(np.float32)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[3,H,W] in [0,1] -> HxWx3 uint8 (round to nearest)."""
     return np.clip(np.round(image * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def blend(image: np.ndarray, watermark: np.ndarray, scaling_w: float, scaling_i: float,
+          attenuation: tuple[int, int] | None) -> np.ndarray:
+    """Steps 5-6 of embed at the image's own size: JND attenuation, additive blend, clamp."""
+    if attenuation:
+        watermark = jnd_heatmaps(image, *attenuation) * watermark
+    return np.clip(scaling_i * image + scaling_w * watermark, 0, 1).astype(np.float32)
+
+
+def attenuation_of(meta: dict) -> tuple[int, int] | None:
+    return _ATTENUATION.get(meta.get("attenuation") or "")
 
 
 class _Model:
@@ -169,24 +186,21 @@ class Embedder:
             raise InvalidModelFile(f"{path} is a {meta.get('part')}, not an embedder")
         self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
         self.scaling_w, self.scaling_i = float(meta.get("scaling_w", 1.0)), float(meta.get("scaling_i", 1.0))
-        self.attenuation = _ATTENUATION.get(meta.get("attenuation") or "")
+        self.attenuation = attenuation_of(meta)
 
     def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
-        """The attenuated watermark signal at full resolution, [C,H,W] (before scaling_w)."""
+        """The embedder's watermark signal upsampled to full resolution, [C,H,W] (before JND and scaling_w)."""
         _, height, width = image.shape
         small = resize_bilinear(image, self.size, self.size)
         w = self.model(image=small[None], message=np.asarray(message, np.float32).reshape(1, -1))["watermark"][0]
-        w = resize_bilinear(w, height, width)
-        if self.attenuation:
-            w = jnd_heatmaps(image, *self.attenuation) * w
-        return w
+        return resize_bilinear(w, height, width)
 
     def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
         """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
         message = np.asarray(message, np.float32).reshape(-1)
         if message.size != self.nbits:
             raise InvalidMessage(f"message has {message.size} bits but the model takes {self.nbits}")
-        return np.clip(self.scaling_i * image + self.scaling_w * self.watermark(image, message), 0, 1).astype(np.float32)
+        return blend(image, self.watermark(image, message), self.scaling_w, self.scaling_i, self.attenuation)
 
 
 class Detector:

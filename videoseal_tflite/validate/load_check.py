@@ -93,8 +93,10 @@ def _from_output(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarra
 
 
 def run_in_process(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
-                   convert_io: bool = False) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
-    """Run the default signature on each input dict. Only for the child process (may crash)."""
+                   convert_io: bool = False, timing: list[float] | None = None,
+                   repeats: int = 0) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+    """Run the default signature on each input dict. Only for the child process (may crash).
+    With `repeats`, afterwards time that many invokes of the first input (ms, appended to `timing`)."""
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
     else:
@@ -112,6 +114,15 @@ def run_in_process(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str
         for feed in inputs:
             got = runner(**{k: _to_input(v, in_details[k], convert_io) for k, v in feed.items()})
             outputs.append({k: _from_output(np.asarray(v), out_details[k], convert_io) for k, v in got.items()})
+        if repeats and inputs:
+            import time
+
+            feed = {k: _to_input(v, in_details[k], convert_io) for k, v in inputs[0].items()}
+            for i in range(repeats + 2):  # two warm-up invokes are not counted
+                start = time.perf_counter()
+                runner(**feed)
+                if i >= 2 and timing is not None:
+                    timing.append((time.perf_counter() - start) * 1000)
     except Exception as exc:  # the runtime's own text is the diagnosis
         text = " ".join(str(exc).split())
         node, op = _parse_node(text)
@@ -126,7 +137,9 @@ def _child(command: list[str], runtime: str, timeout_s: float) -> LoadResult:
         return LoadResult(runtime, False, "crash", f"the runtime did not finish loading within {timeout_s:.0f} s")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode == 0 and lines:
-        return LoadResult(**json.loads(lines[-1]))
+        fields = json.loads(lines[-1])
+        fields.pop("latency_ms", None)
+        return LoadResult(**fields)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         return LoadResult(runtime, False, "crash", f"the {runtime} runtime crashed ({name}) while loading the model")
@@ -147,8 +160,10 @@ def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) ->
 
 
 def run_isolated(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
-                 convert_io: bool = False, timeout_s: float = 900.0) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
-    """`run_in_process` in a child Python: a crashing model yields a LoadResult with stage `crash`."""
+                 convert_io: bool = False, timeout_s: float = 900.0, repeats: int = 0,
+                 timing: list[float] | None = None) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+    """`run_in_process` in a child Python: a crashing model yields a LoadResult with stage `crash`.
+    With `repeats`, the child also times that many invokes (after 2 warm-ups) into `timing` (ms)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="vst-run-") as tmp:
@@ -158,11 +173,17 @@ def run_isolated(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str =
                    "--inputs", str(src), "--outputs", str(dst), "--threads", str(threads)]
         if convert_io:
             command.append("--convert-io")
+        if repeats:
+            command += ["--repeats", str(repeats)]
         result = _child(command, runtime, timeout_s)
         outputs: list[dict[str, np.ndarray]] = [{} for _ in inputs]
         if dst.is_file():
             with np.load(dst) as data:
                 for key in data.files:
+                    if key == "latency_ms":
+                        if timing is not None:
+                            timing.extend(float(x) for x in data[key])
+                        continue
                     index, name = key.split("/", 1)
                     outputs[int(index)][name] = data[key]
         return result, [o for o in outputs if o]
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, help="where to write the outputs npz")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--convert-io", action="store_true", help="quantize/dequantize int8 model I/O")
+    parser.add_argument("--repeats", type=int, default=0, help="also time this many invokes of the first input")
     args = parser.parse_args(argv)
     if args.inputs is None:
         result = load_in_process(args.path, args.runtime, args.threads)
@@ -185,9 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             for key in data.files:
                 index, name = key.split("/", 1)
                 feeds.setdefault(int(index), {})[name] = data[key]
-        result, outputs = run_in_process(args.path, [feeds[i] for i in sorted(feeds)], args.runtime, args.threads, args.convert_io)
+        timing: list[float] = []
+        result, outputs = run_in_process(args.path, [feeds[i] for i in sorted(feeds)], args.runtime, args.threads,
+                                         args.convert_io, timing, args.repeats)
         if outputs:
-            np.savez(args.outputs, **{f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()})
+            arrays = {f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()}
+            if timing:
+                arrays["latency_ms"] = np.array(timing)
+            np.savez(args.outputs, **arrays)
     print(json.dumps(result.to_json()), flush=True)
     return 0
 

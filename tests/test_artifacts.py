@@ -1,0 +1,84 @@
+"""Tamper-evident artifacts: verify catches tampered, missing and extra files; the output lock; SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from videoseal_tflite.cli import main
+from videoseal_tflite.lock import FolderLocked, output_lock
+
+
+@pytest.fixture
+def artifact_copy(compact_artifacts, out_root, tmp_path):
+    """A private copy of the artifact tree with only the compact card, and its manifest."""
+    import json
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(compact_artifacts.out_dir, root / "compact")
+    manifest = json.loads((out_root / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if k.startswith("compact/")}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _verify(root, capsys):
+    code = main(["verify", str(root), "--no-load"])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_verify_passes_on_a_fresh_tree(artifact_copy, capsys):
+    assert main(["verify", str(artifact_copy)]) == 0
+    assert "files verified" in capsys.readouterr().out
+
+
+def test_verify_reports_tampered_missing_and_extra(artifact_copy, capsys):
+    files = sorted((artifact_copy / "compact").glob("*.tflite"))
+    tampered, missing = files[0], files[1]
+    data = bytearray(tampered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    missing.unlink()
+    (artifact_copy / "compact" / "detector_128_rogue.tflite").write_bytes(files[2].read_bytes())
+    code, err = _verify(artifact_copy, capsys)
+    assert code == 1 and len(err) == 3
+    kinds = sorted(line.split(":")[0] for line in err)
+    assert kinds == ["extra", "missing", "tampered"]
+
+
+def test_verify_without_manifest(tmp_path, capsys):
+    code, err = _verify(tmp_path, capsys)
+    assert code == 1 and "no manifest.json" in err[0]
+
+
+def test_second_writer_gets_a_clear_message(tmp_path):
+    with output_lock(tmp_path):
+        child = subprocess.run(
+            [sys.executable, "-c",
+             "from videoseal_tflite.lock import output_lock, FolderLocked\n"
+             f"try:\n    output_lock({str(tmp_path)!r}).__enter__()\nexcept FolderLocked as e:\n    print(e)"],
+            capture_output=True, text=True, timeout=60)
+        assert f"pid {os.getpid()}" in child.stdout and "is writing to" in child.stdout
+    with output_lock(tmp_path):  # released: can be taken again
+        pass
+
+
+def test_sigterm_mid_conversion_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "videoseal_tflite.cli", "convert", "--card", "videoseal_0.0",
+                             "--random-init", "0", "--part", "detector", "--variant", "fp32", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob(".*.tmp-*")):
+        time.sleep(0.2)  # wait until the converter has its temp file open
+    assert list(out.rglob(".*.tmp-*")), "conversion never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not list(out.rglob("*.tflite")) and not list(out.rglob("*.tmp-*"))

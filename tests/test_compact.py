@@ -1,0 +1,39 @@
+"""The compact card: trained weights ship in the package, load through the --checkpoint code path, and reach
+the issue's bars on held-out images in PyTorch (watermarked images rounded to 8 bits)."""
+
+from __future__ import annotations
+
+import torch
+
+from videoseal_tflite.cards import load_card
+from videoseal_tflite.training import evaluate, heldout_set
+from videoseal_tflite.weights import WeightSource, load_model
+
+MIN_BIT_ACCURACY = 0.97
+MIN_PSNR_DB = 35.0
+
+
+def test_bundled_weights_are_small_and_in_official_layout():
+    card = load_card("compact")
+    path = card.path.parent.parent / card.checkpoint_url[len("package:"):]
+    assert path.is_file() and path.stat().st_size <= 10 * 1024 * 1024
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(ckpt) >= {"model", "args"} and ckpt["args"]["nbits"] == card.nbits >= 16
+    assert all(k.startswith(("embedder.", "detector.")) for k in ckpt["model"])
+
+
+def test_heldout_accuracy_and_psnr():
+    loaded = load_model(load_card("compact"), WeightSource())
+    assert loaded.weights == "compact" and loaded.label == ""
+    images, msgs = heldout_set(loaded.card)
+    metrics = evaluate(loaded.model, images, msgs)
+    print(f"compact held-out: {metrics}")
+    assert metrics["bit_accuracy"] >= MIN_BIT_ACCURACY
+    assert metrics["psnr_db"] >= MIN_PSNR_DB
+
+
+def test_same_weights_through_checkpoint_flag():
+    card = load_card("compact")
+    bundled = load_model(card, WeightSource())
+    explicit = load_model(card, WeightSource(checkpoint=bundled.weights_path))
+    assert explicit.weights == "checkpoint" and explicit.weights_sha256 == bundled.weights_sha256

@@ -1,0 +1,130 @@
+"""validate/: the release report on the compact card (real weights), floors, corrupt files, pick."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from videoseal_tflite.cli import main
+from videoseal_tflite.validate.report import pick, validate_card
+
+RECORD_KEYS = {"part", "variant", "path", "bytes", "size_ratio_vs_fp32", "loads", "load_error", "flags", "repairs_applied",
+               "ops", "bit_accuracy", "bit_agreement_vs_pytorch", "max_abs_diff_vs_pytorch", "latency_ms_median",
+               "latency_ms_p90", "threads", "status"}
+TOP_KEYS = {"card", "nbits", "weights", "images", "messages", "tool_versions", "records", "pairs"}
+
+
+def test_report_files_written(compact_report, compact_artifacts):
+    for name in ("report.json", "report.md", "tradeoff.png"):
+        assert (compact_artifacts.out_dir / name).stat().st_size > 0
+    assert Image.open(compact_artifacts.out_dir / "tradeoff.png").size[0] >= 800
+    md = (compact_artifacts.out_dir / "report.md").read_text()
+    assert "| part | variant | status | MB | xFP32 | bit acc |" in md
+
+
+def test_schema_complete_for_every_record(compact_report):
+    assert TOP_KEYS <= set(compact_report)
+    assert compact_report["weights"] == "compact"
+    assert compact_report["images"]["count"] >= 16
+    for rec in compact_report["records"]:
+        assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)
+        if rec["part"] == "embedder":
+            assert {"psnr_db", "ssim"} <= set(rec)
+        if rec["loads"]:
+            assert rec["bit_accuracy"] is not None and rec["latency_ms_median"] > 0 and rec["ops"]
+    variants = {(r["part"], r["variant"]) for r in compact_report["records"]}
+    assert len(variants) == 10
+    embedders = {r["variant"] for r in compact_report["records"] if r["part"] == "embedder" and r["loads"]}
+    detectors = {r["variant"] for r in compact_report["records"] if r["part"] == "detector" and r["loads"]}
+    assert {(p["embedder"], p["detector"]) for p in compact_report["pairs"]} == {(e, d) for e in embedders for d in detectors}
+
+
+def test_fp32_detector_within_half_a_point_of_pytorch(compact_report):
+    fp32 = next(r for r in compact_report["records"] if r["part"] == "detector" and r["variant"] == "fp32")
+    reference = compact_report["pytorch_reference"]["bit_accuracy"]
+    print(f"compact: PyTorch {reference:.4f}, FP32 .tflite detector {fp32['bit_accuracy']:.4f}")
+    assert reference >= 0.9
+    assert abs(fp32["bit_accuracy"] - reference) <= 0.005
+
+
+def test_quantized_variants_within_one_point_of_fp32(compact_report):
+    """Every variant that loads keeps the watermark within 1 pt of FP32, or is named here with its loss."""
+    known_losses = {}  # (part, variant) -> measured loss, filled only from a measured run
+    for part in ("embedder", "detector"):
+        fp32 = next(r for r in compact_report["records"] if r["part"] == part and r["variant"] == "fp32")
+        for rec in compact_report["records"]:
+            if rec["part"] != part or rec["variant"] == "fp32" or not rec["loads"]:
+                continue
+            loss = fp32["bit_accuracy"] - rec["bit_accuracy"]
+            print(f"compact {part} {rec['variant']}: bit accuracy {rec['bit_accuracy']:.4f} (FP32 {fp32['bit_accuracy']:.4f})")
+            assert loss <= known_losses.get((part, rec["variant"]), 0.01), f"{part} {rec['variant']} loses {loss:.4f}"
+
+
+def test_floor_makes_exit_code_nonzero(compact_artifacts, out_root, capsys, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i, name in enumerate(("a.png", "b.jpg")):
+        Image.new("RGB", (300 + 40 * i, 200), (40 * i, 120, 200)).save(images / name)
+    (images / "notes.txt").write_text("not an image")
+    code = main(["validate", "--artifacts", str(out_root), "--card", "compact", "--images", str(images),
+                 "--messages", "1", "--min-bit-acc", "1.01", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    below = [line for line in captured.err.splitlines() if line.startswith("below floor:")]
+    assert len(below) >= 8 and all("bit accuracy" in line or "does not load" in line for line in below)
+    report = json.loads(captured.out)
+    assert report["images"]["count"] == 2 and report["images"]["skipped"][0].startswith("notes.txt")
+    # restore the full report for the other tests' files
+    assert main(["validate", "--artifacts", str(out_root), "--card", "compact", "--min-bit-acc", "0.0"]) == 0
+    capsys.readouterr()
+
+
+def test_empty_image_folder_is_one_clear_error(compact_artifacts, out_root, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["validate", "--artifacts", str(out_root), "--card", "compact", "--images", str(empty)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code != 0 and len(err) == 1 and "holds no readable image" in err[0]
+
+
+def test_corrupt_file_becomes_a_failed_record(compact_artifacts, tmp_path):
+    card_dir = tmp_path / "compact"
+    shutil.copytree(compact_artifacts.out_dir, card_dir)
+    victim = next(card_dir.glob("detector_*_fp16*.tflite"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    garbage = card_dir / "embedder_128_weight_only_int8.tflite"
+    for old in card_dir.glob("embedder_*_weight_only_int8*.tflite"):
+        old.unlink()
+    garbage.write_bytes(b"\x00" * 1000)
+    report = validate_card(card_dir, messages_per_image=1, progress=False, latency_repeats=2)
+    broken = {(r["part"], r["variant"]): r for r in report["records"] if not r["loads"]}
+    assert ("detector", "fp16") in broken and ("embedder", "weight_only_int8") in broken
+    for rec in broken.values():
+        assert rec["load_error"] and rec["status"] == "failed"
+
+
+def _crafted():
+    def rec(variant, mb, acc, ms, loads=True):
+        return {"part": "detector", "variant": variant, "path": f"d_{variant}.tflite", "bytes": int(mb * 1e6), "loads": loads,
+                "bit_accuracy": acc, "latency_ms_median": ms}
+    return {"card": "x", "records": [rec("fp32", 98, 0.99, 100), rec("fp16", 49, 0.99, 80), rec("dynamic_int8", 25, 0.97, 20),
+                                     rec("int8", 26, 0.93, 15), rec("weight_only_int8", 25, 0.99, 85, loads=False)]}
+
+
+def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
+    report = _crafted()
+    best, why = pick(report, "detector", max_mb=30, min_bit_acc=0.95, max_ms=None)
+    assert best["variant"] == "dynamic_int8" and "fastest" in why
+    best, _ = pick(report, "detector", max_mb=None, min_bit_acc=0.9, max_ms=None)
+    assert best["variant"] == "int8"
+    best, why = pick(report, "detector", max_mb=10, min_bit_acc=None, max_ms=None)
+    assert best is None and "size <= 10" in why
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert main(["pick", "--part", "detector", "--report", str(path), "--max-mb", "30", "--min-bit-acc", "0.95", "--max-ms", "50"]) == 0
+    assert "d_dynamic_int8.tflite" in capsys.readouterr().out
+    assert main(["pick", "--part", "detector", "--report", str(path), "--min-bit-acc", "0.999"]) == 1
+    assert "bit accuracy >= 0.999" in capsys.readouterr().err
