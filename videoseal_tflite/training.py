@@ -147,8 +147,10 @@ def export_weights(model: torch.nn.Module, card: Card, target: Path, metrics: di
         torch.save(payload, tmp)
 
 
-def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progress: bool = True) -> dict:
-    """Run (or resume) training; write the best held-out checkpoint to `out`. Returns the best metrics."""
+def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progress: bool = True,
+          stop_after: int | None = None) -> dict:
+    """Run (or resume) training; write the best held-out checkpoint to `out`. Returns the best metrics.
+    `stop_after` ends this run early at that step (as an interruption would), checkpoint written."""
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +179,7 @@ def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progr
         _set_rng_state(rng, state["rng"])
     bar = tqdm(total=cfg.total_steps, initial=step, desc="train compact", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    while step < cfg.total_steps:
+    while step < min(cfg.total_steps, stop_after or cfg.total_steps):
         stage = stage_of(step, cfg)
         model.train()
         imgs = data.batch(rng, cfg.batch)
@@ -227,7 +229,7 @@ def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progr
             if metrics["bit_accuracy"] > best["bit_accuracy"]:
                 best = metrics
                 export_weights(model, card, out, metrics, cfg)
-        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or step == stop_after:
             state = {"config": dataclasses.asdict(cfg), "model": model.state_dict(), "opt_e": opt_e.state_dict(),
                      "opt_d": opt_d.state_dict(), "step": step, "best": best, "history": history, "rng": _rng_state(rng)}
             with atomic_path(last) as tmp:
