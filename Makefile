@@ -16,7 +16,7 @@ RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: setup convert convert-official validate test clean lock
+.PHONY: setup convert convert-official validate bench test clean lock
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ convert-official: $(STAMP)
 
 validate: $(STAMP)
 	$(CLI) validate --artifacts $(ARTIFACTS)
+
+# Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init)
+bench: $(STAMP)
+	$(CLI) bench --card compact
+	$(CLI) bench --card videoseal_0.0 --random-init 0
+	$(CLI) bench --card videoseal_1.0 --random-init 0
+	$(PY) scripts/readme_performance.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -73,7 +73,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     variants = _variants(args)
     if not variants:
         raise VsTfliteError("nothing to do: give --variant fp16|weight_only_int8|dynamic_int8|int8")
-    results = quantize_card(args.card, args.out, variants, int8_io=args.int8_io)
+    from .convert.wrappers import PARTS
+
+    parts = tuple(args.part) if args.part else PARTS
+    results = quantize_card(args.card, args.out, variants, parts=parts, int8_io=args.int8_io)
     _print_variants(results)
     return 0
 
@@ -210,6 +213,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_card, write_bench
+    from .quantize.recipes import VARIANTS
+    from .weights import WeightSource
+
+    source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
+    variants = tuple(v for v in (args.variant or VARIANTS) if v != "fp32")
+    record = bench_card(args.card, source, args.out, variants=variants, invokes=args.invokes, rounds=args.rounds,
+                        scaling=not args.no_scaling)
+    for path in write_bench(record, args.out):
+        print(f"wrote {path}")
+    print((Path(args.out) / f"{record['card']}.md").read_text())
+    return 0
+
+
 def _cmd_pick(args: argparse.Namespace) -> int:
     from .validate.report import pick
 
@@ -272,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize = sub.add_parser("quantize", help="build quantized variants from a card's FP32 .tflite files")
     quantize.add_argument("--card", required=True, help="card name whose artifacts/<card>/*_fp32*.tflite to quantize")
     quantize.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
+    quantize.add_argument("--part", action="append", choices=("embedder", "detector"), help="only this part (repeatable)")
     _variant_options(quantize)
     quantize.set_defaults(func=_cmd_quantize)
 
@@ -308,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
     verify.add_argument("--no-load", action="store_true", help="hashes only")
     verify.set_defaults(func=_cmd_verify)
+
+    bench = sub.add_parser("bench", help="conversion cost, size and latency per variant beside PyTorch eager")
+    bench.add_argument("--card", required=True)
+    bench_weights = bench.add_mutually_exclusive_group()
+    bench_weights.add_argument("--checkpoint", type=Path)
+    bench_weights.add_argument("--random-init", type=int, metavar="SEED")
+    bench.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    bench.add_argument("--variant", action="append", help="only these variants (repeatable)")
+    bench.add_argument("--invokes", type=int, default=20, help="timed invokes per variant and thread count (default 20)")
+    bench.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
+    bench.add_argument("--no-scaling", action="store_true", help="skip the 128/256/512 detector re-exports")
+    bench.set_defaults(func=_cmd_bench)
 
     pick = sub.add_parser("pick", help="the best variant that meets size/accuracy/latency constraints, from report.json")
     pick.add_argument("--part", choices=("embedder", "detector"), required=True)

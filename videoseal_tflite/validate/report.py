@@ -341,10 +341,13 @@ def write_report(report: dict[str, Any], card_dir: Path) -> list[Path]:
 
 
 def below_floor(report: dict[str, Any], min_bit_acc: float | None, max_psnr_drop: float | None) -> list[str]:
-    """Every record under a floor, one line each (a record that does not load is below any floor)."""
+    """Every record under a floor, one line each. A file that does not load is below any floor; a variant
+    whose build failed (no file was written, nothing can be shipped) is in the report but not a floor breach."""
     problems = []
     fp32_psnr = next((r.get("psnr_db") for r in report["records"] if r["part"] == "embedder" and r["variant"] == "fp32"), None)
     for r in report["records"]:
+        if r["path"] is None:
+            continue
         name = f"{report['card']} {r['part']} {r['variant']}"
         if (min_bit_acc is not None or max_psnr_drop is not None) and not r["loads"]:
             problems.append(f"{name}: does not load ({(r['load_error'] or '')[:120]})")

@@ -1,0 +1,212 @@
+"""`make bench` / `videoseal-tflite bench`: conversion cost, size and latency per variant, beside PyTorch eager.
+
+- Conversion (FP32) and each quantization run in their own child process; wall time and peak RSS come from
+  the OS (`os.wait4` rusage of that child).
+- Latency: LiteRT median / p90 at 1 and 2 threads after warm-up, the variants' timing rounds interleaved so
+  that machine drift hits all alike; PyTorch eager latency of the same export wrapper, same threads, same run.
+- Size: file bytes against the floor `parameter_count x bytes_per_weight` of the variant (format overhead).
+- Scaling: detector FP32 and dynamic_int8 re-exported at 128 / 256 / 512 where the architecture allows
+  (a ViT with a fixed absolute position table does not).
+Writes `artifacts/bench/<card>.json` and `.md`; the CPU model and load average are recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .atomic import write_text_atomic
+from .cards import load_card
+from .convert.wrappers import export_module, sample_inputs
+from .manifest import tool_versions
+from .quantize.recipes import VARIANTS
+from .validate.report import parse_artifact_name
+from .weights import WeightSource, load_model
+
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "weight_only_int8": 1, "dynamic_int8": 1, "int8": 1}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _timed_child(command: list[str]) -> dict[str, Any]:
+    """Run a command; wall seconds and the child's own peak RSS (MB) from the OS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read() if proc.stderr else ""
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "ok": status == 0,
+            "error": None if status == 0 else (err.strip().splitlines() or ["?"])[-1][:300]}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "videoseal_tflite.cli", *args]
+
+
+def _litert_latencies(paths: dict[str, Path], inputs: dict[str, dict[str, np.ndarray]], threads: int,
+                      invokes: int, rounds: int) -> dict[str, list[float]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runners = {}
+    for name, path in paths.items():
+        runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner()
+        for _ in range(2):  # warm-up
+            runner(**inputs[name])
+        runners[name] = runner
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):  # interleaved: drift hits every variant alike
+        for name, runner in runners.items():
+            for _ in range(max(1, invokes // rounds)):
+                start = time.perf_counter()
+                runner(**inputs[name])
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _torch_latency(module: torch.nn.Module, inputs: dict[str, torch.Tensor], threads: int, invokes: int) -> list[float]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for _ in range(2):
+                module(**inputs)
+            out = []
+            for _ in range(invokes):
+                start = time.perf_counter()
+                module(**inputs)
+                out.append((time.perf_counter() - start) * 1000)
+        return out
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": round(float(np.median(values)), 2), "p90": round(float(np.percentile(values, 90)), 2), "n": len(values)}
+
+
+def bench_card(card_name: str, source: WeightSource, out_root: Path, variants: tuple[str, ...] = VARIANTS,
+               invokes: int = 20, rounds: int = 4, threads: tuple[int, ...] = (1, 2), scaling: bool = True) -> dict[str, Any]:
+    card = load_card(card_name)
+    loaded = load_model(card, source)
+    weight_args = (["--random-init", str(source.random_init_seed)] if source.random_init_seed is not None
+                   else (["--checkpoint", str(source.checkpoint)] if source.checkpoint else []))
+    record: dict[str, Any] = {
+        "card": card.name, "weights": loaded.weights, "weights_label": loaded.label or None,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()], "tool_versions": tool_versions(),
+        "invokes": invokes, "rounds": rounds, "parts": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="vst-bench-") as tmp:
+        work = Path(tmp)
+        for part in ("embedder", "detector"):
+            entry: dict[str, Any] = {}
+            entry["convert_fp32"] = _timed_child(_cli("convert", "--card", str(card.path), "--part", part, "--variant", "fp32",
+                                                      "--out", str(work), *weight_args))
+            entry["quantize"] = {v: _timed_child(_cli("quantize", "--card", str(card.path), "--variant", v, "--out", str(work)))
+                                 for v in variants}
+            files = {}
+            for path in sorted((work / card.name).glob(f"{part}_*.tflite")):
+                parsed = parse_artifact_name(path)
+                if parsed:
+                    files[parsed[2]] = path
+            wrapper = export_module(loaded.model, part, card.yuv)
+            params = sum(p.numel() for p in wrapper.parameters())
+            sample = sample_inputs(part, card.img_size, card.nbits, 1)
+            np_inputs = {k: v.numpy() for k, v in sample.items()}
+            entry["parameters"] = params
+            entry["pytorch_eager_ms"] = {}
+            entry["variants"] = {v: {"bytes": files[v].stat().st_size,
+                                     "bytes_vs_floor": round(files[v].stat().st_size / (params * BYTES_PER_WEIGHT[v]), 3)}
+                                 for v in files}
+            for t in threads:
+                entry["pytorch_eager_ms"][str(t)] = _stats(_torch_latency(wrapper, sample, t, invokes))
+                lat = _litert_latencies(files, {v: np_inputs for v in files}, t, invokes, rounds)
+                for v, values in lat.items():
+                    entry["variants"][v][f"litert_ms_{t}t"] = _stats(values)
+            for v, data in entry["variants"].items():
+                for t in threads:
+                    median = data[f"litert_ms_{t}t"]["median"]
+                    data[f"ratio_vs_fp32_{t}t"] = round(median / entry["variants"]["fp32"][f"litert_ms_{t}t"]["median"], 3)
+                    data[f"ratio_vs_pytorch_{t}t"] = round(median / entry["pytorch_eager_ms"][str(t)]["median"], 3)
+            record["parts"][part] = entry
+        if scaling:
+            record["scaling"] = _scaling(card, loaded, work, weight_args, invokes)
+    record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return record
+
+
+def _scaling(card, loaded, work: Path, weight_args: list[str], invokes: int) -> dict[str, Any]:
+    """Detector FP32 and dynamic_int8 latency at 128/256/512 px (2 threads) where the architecture allows."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    if card.extractor_model.startswith("sam"):
+        return {"skipped": "the ViT's absolute position table fixes the input size"}
+    for size in (128, 256, 512):
+        raw = yaml.safe_load(card.path.read_text())
+        raw["args"]["img_size_proc"] = size
+        for key in ("img_size", "img_size_extractor"):
+            raw["args"].pop(key, None)
+        variant_card = work / f"{card.name}_{size}.yaml"
+        variant_card.write_text(yaml.safe_dump(raw))
+        # weights: same seed / checkpoint; the detector's weights do not depend on the size for ConvNeXt
+        conv = _timed_child(_cli("convert", "--card", str(variant_card), "--part", "detector", "--variant", "fp32",
+                                 "--variant", "dynamic_int8", "--out", str(work), *weight_args))
+        files = {parse_artifact_name(p)[2]: p for p in (work / variant_card.stem).glob("detector_*.tflite")}
+        if not conv["ok"] or "fp32" not in files:
+            out[str(size)] = {"error": conv["error"]}
+            continue
+        image = {"image": np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)}
+        lat = _litert_latencies(files, {v: image for v in files}, 2, invokes, 2)
+        out[str(size)] = {"pixels": size * size, **{f"{v}_ms": _stats(values)["median"] for v, values in lat.items()}}
+    return out
+
+
+def bench_markdown(record: dict[str, Any]) -> str:
+    lines = [f"### {record['card']} ({record['weights_label'] or record['weights']})", "",
+             f"{record['date']}, {record['cpu']} ({record['cores']} cores), load average {record['load_average_before']} -> "
+             f"{record['load_average_after']}; LiteRT median of {record['invokes']} invokes in {record['rounds']} interleaved rounds.", "",
+             "| part | variant | MB | x floor | ms 1t | ms 2t | p90 2t | x FP32 (2t) | x PyTorch (2t) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for part, entry in record["parts"].items():
+        for v, d in entry["variants"].items():
+            lines.append(f"| {part} | {v} | {d['bytes'] / 1e6:.2f} | {d['bytes_vs_floor']:.2f} | {d['litert_ms_1t']['median']:.1f} | "
+                         f"{d['litert_ms_2t']['median']:.1f} | {d['litert_ms_2t']['p90']:.1f} | {d['ratio_vs_fp32_2t']:.2f} | "
+                         f"{d['ratio_vs_pytorch_2t']:.2f} |")
+        eager = entry["pytorch_eager_ms"]
+        lines.append(f"| {part} | PyTorch eager | - | - | {eager['1']['median']:.1f} | {eager['2']['median']:.1f} | {eager['2']['p90']:.1f} | - | 1.00 |")
+    lines += ["", "| part | step | wall s | peak RSS MB |", "|---|---|---|---|"]
+    for part, entry in record["parts"].items():
+        steps = {"convert fp32": entry["convert_fp32"], **{f"quantize {v}": q for v, q in entry["quantize"].items()}}
+        for name, cost in steps.items():
+            lines.append(f"| {part} | {name} | {cost['seconds']:.1f} | {cost['peak_rss_mb']:.0f} |")
+    if "scaling" in record:
+        lines += ["", f"Detector scaling (2 threads): {json.dumps(record['scaling'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(record: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / f"{record['card']}.json", out_dir / f"{record['card']}.md"
+    write_text_atomic(json_path, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(md_path, bench_markdown(record))
+    return [json_path, md_path]
