@@ -68,7 +68,7 @@ def test_quantized_variants_within_one_point_of_fp32(compact_report):
             assert loss <= known_losses.get((part, rec["variant"]), 0.01), f"{part} {rec['variant']} loses {loss:.4f}"
 
 
-def test_floor_makes_exit_code_nonzero(compact_artifacts, out_root, capsys, tmp_path):
+def test_floor_makes_exit_code_nonzero(compact_artifacts, compact_report, out_root, capsys, tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
     for i, name in enumerate(("a.png", "b.jpg")):

@@ -121,7 +121,7 @@ def bench_card(card_name: str, source: WeightSource, out_root: Path, variants: t
             entry: dict[str, Any] = {}
             entry["convert_fp32"] = _timed_child(_cli("convert", "--card", str(card.path), "--part", part, "--variant", "fp32",
                                                       "--out", str(work), *weight_args))
-            entry["quantize"] = {v: _timed_child(_cli("quantize", "--card", str(card.path), "--variant", v, "--out", str(work)))
+            entry["quantize"] = {v: _timed_child(_cli("quantize", "--card", str(card.path), "--part", part, "--variant", v, "--out", str(work)))
                                  for v in variants}
             files = {}
             for path in sorted((work / card.name).glob(f"{part}_*.tflite")):
