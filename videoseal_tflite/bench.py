@@ -201,7 +201,27 @@ def bench_markdown(record: dict[str, Any]) -> str:
             lines.append(f"| {part} | {name} | {cost['seconds']:.1f} | {cost['peak_rss_mb']:.0f} |")
     if "scaling" in record:
         lines += ["", f"Detector scaling (2 threads): {json.dumps(record['scaling'])}"]
+    lines += ["", "Targets (issue #8), computed from this record:"] + [f"- {t}" for t in targets(record)]
     return "\n".join(lines) + "\n"
+
+
+def targets(record: dict[str, Any]) -> list[str]:
+    """The benchmark targets, each with met / not met, from the numbers in `record` (2 threads)."""
+    out = []
+    for part, entry in record["parts"].items():
+        ratio = entry["variants"]["fp32"]["ratio_vs_pytorch_2t"]
+        out.append(f"{part}: TFLite FP32 <= 1.0x PyTorch eager: {ratio:.2f}x -> {'met' if ratio <= 1.0 else 'NOT met'}")
+    detector = record["parts"].get("detector", {}).get("variants", {})
+    quantized = {v: d for v, d in detector.items() if v != "fp32"}
+    if quantized:
+        best = min(quantized, key=lambda v: quantized[v]["ratio_vs_fp32_2t"])
+        ratio = quantized[best]["ratio_vs_fp32_2t"]
+        out.append(f"fastest detector variant ({best}) <= 0.2x FP32: {ratio:.2f}x -> {'met' if ratio <= 0.2 else 'NOT met'} "
+                   "(its bit accuracy is in the card's report.md)")
+    total = sum(e["convert_fp32"]["seconds"] + sum(q["seconds"] for q in e["quantize"].values()) for e in record["parts"].values())
+    out.append(f"convert + every quantization of both parts, one process each: {total / 60:.1f} min -> "
+               f"{'met' if total <= 300 else 'NOT met'} (target <= 5 min)")
+    return out
 
 
 def write_bench(record: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -187,7 +187,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         card_dir = root / card
         if not card_dir.is_dir():
             raise VsTfliteError(f"no artifacts for card {card} in {root}")
-        report = validate_card(card_dir, args.images, args.messages, args.threads)
+        report = validate_card(card_dir, args.images, args.messages, args.threads, attacks=args.attacks)
         written = write_report(report, card_dir)
         reports.append(report)
         problems += below_floor(report, args.min_bit_acc, args.max_psnr_drop)
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--messages", type=int, default=2, help="random messages per image (default 2)")
     validate.add_argument("--threads", type=int, default=2)
     validate.add_argument("--json", action="store_true", help="print the report JSON")
+    validate.add_argument("--attacks", action="store_true",
+                          help="also bit accuracy under JPEG 50/80, 50%%-area crop, 0.5x resize, brightness x1.5, Gaussian blur")
     validate.add_argument("--min-bit-acc", type=float, help="exit 1 listing every record below this bit accuracy")
     validate.add_argument("--max-psnr-drop", type=float, help="exit 1 listing every embedder more than D dB below FP32")
     validate.set_defaults(func=_cmd_validate)

@@ -159,9 +159,18 @@ def _record_skeleton(c: _Candidate, threads: int) -> dict[str, Any]:
     return rec
 
 
+def _attacked(images: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """Every attack applied to every image, then brought back to the processing size as the runtime would."""
+    from ..attacks import ATTACKS
+    from ..runtime import resize_bilinear
+
+    return {name: np.stack([resize_bilinear(attack(img), size, size) for img in images]) for name, attack in ATTACKS.items()}
+
+
 def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per_image: int = 2, threads: int = 2,
-                  progress: bool = True, latency_repeats: int = LATENCY_REPEATS) -> dict[str, Any]:
-    """Validate every artifact of one card; returns the report dict (see README for the schema)."""
+                  progress: bool = True, latency_repeats: int = LATENCY_REPEATS, attacks: bool = False) -> dict[str, Any]:
+    """Validate every artifact of one card; returns the report dict (see README for the schema).
+    With `attacks`, each record that loads gets `attacks`: bit accuracy under each of `attacks.ATTACKS`."""
     card_dir = Path(card_dir)
     candidates = _candidates(card_dir)
     if not candidates:
@@ -186,6 +195,7 @@ def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per
         with torch.no_grad():
             return model.detect(torch.from_numpy(batch), is_video=False)["preds"][:, 1:].numpy()
 
+    ref_attacked = _attacked(ref_imgs_w, card.img_size) if attacks else {}
     records, embedded = [], {}
     fp32_bytes = {c.part: c.path.stat().st_size for c in candidates if c.variant == "fp32" and c.path}
     bar = tqdm(total=len(candidates) * len(images), desc=f"validate {card.name}", unit="img", disable=not progress, leave=False)
@@ -223,6 +233,15 @@ def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per
             rec["bit_accuracy"] = float(((logits > 0) == (msgs > 0.5)).mean())
             rec["bit_agreement_vs_pytorch"] = float(((logits > 0) == (ref_logits > 0)).mean())
             rec["max_abs_diff_vs_pytorch"] = float(np.abs(logits - ref_logits).max())
+            if attacks:
+                names = list(ref_attacked)
+                feeds = [{"image": ref_attacked[n][i:i + 1]} for n in names for i in range(len(images))]
+                attacked_result, attacked_out = run_isolated(c.path, feeds, threads=threads)
+                if attacked_result.loads:
+                    rec["attacks"] = {}
+                    for k, n in enumerate(names):
+                        got = np.concatenate([o["bit_logits"] for o in attacked_out[k * len(images):(k + 1) * len(images)]])
+                        rec["attacks"][n] = float(((got > 0) == (msgs > 0.5)).mean())
         else:
             watermark = np.concatenate([o["watermark"] for o in outputs])
             imgs_w = np.stack([round_8bit(blend(img, w, card.scaling_w, card.scaling_i, attenuation_of(c.meta or meta)))
@@ -233,6 +252,9 @@ def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per
             rec["bit_agreement_vs_pytorch"] = float(((logits > 0) == (ref_logits > 0)).mean())
             rec["max_abs_diff_vs_pytorch"] = float(np.abs(watermark - ref_watermark).max())
             rec["psnr_db"] = float(np.mean([psnr_db(w, o) for w, o in zip(imgs_w, images)]))
+            if attacks:
+                rec["attacks"] = {n: float(((torch_detect(batch) > 0) == (msgs > 0.5)).mean())
+                                  for n, batch in _attacked(imgs_w, card.img_size).items()}
             rec["ssim"] = float(np.mean([ssim(w, o) for w, o in zip(imgs_w, images)]))
     bar.close()
     pairs = []
@@ -261,6 +283,7 @@ def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per
         "messages": {"per_image": messages_per_image, "total": int(len(msgs)), "seed": MESSAGE_SEED},
         "tool_versions": tool_versions(),
         "pytorch_reference": pytorch_reference,
+        "attacks": sorted(ref_attacked) if attacks else [],
         "records": records,
         "pairs": pairs,
     }
@@ -292,6 +315,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         for emb in sorted({p["embedder"] for p in report["pairs"]}, key=VARIANT_ORDER.index):
             row = {p["detector"]: p["bit_accuracy"] for p in report["pairs"] if p["embedder"] == emb}
             lines.append(f"| {emb} | " + " | ".join(_fmt(row.get(d), ".4f") for d in dets) + " |")
+    if report.get("attacks"):
+        names = report["attacks"]
+        lines += ["", "Bit accuracy under attacks (detector rows: PyTorch-watermarked images; embedder rows: PyTorch detector):", "",
+                  "| part | variant | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]
+        for r in report["records"]:
+            if r.get("attacks"):
+                lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(_fmt(r["attacks"].get(n), ".3f") for n in names) + " |")
     notes = []
     for r in report["records"]:
         for rep in r["repairs_applied"]:
@@ -308,24 +338,33 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def tradeoff_plot(report: dict[str, Any], target: Path) -> None:
+    """Size vs bit accuracy per part; one colour per variant, the legend gives each one's numbers, marker area ~ latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    colours = {v: f"C{i}" for i, v in enumerate(VARIANT_ORDER)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     for ax, part in zip(axes, ("embedder", "detector")):
         rows = [r for r in report["records"] if r["part"] == part and r["bit_accuracy"] is not None]
         for r in rows:
-            ms = r["latency_ms_median"] or 1.0
-            ax.scatter(r["bytes"] / 1e6, r["bit_accuracy"] * 100, s=40 + 8 * math.sqrt(ms), alpha=0.7)
-            ax.annotate(f"{r['variant']}\n{ms:.0f} ms", (r["bytes"] / 1e6, r["bit_accuracy"] * 100),
-                        textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_title(f"{report['card']} {part}")
+            mb, acc, ms = r["bytes"] / 1e6, r["bit_accuracy"] * 100, r["latency_ms_median"] or 1.0
+            ax.scatter(mb, acc, s=50 + 10 * math.sqrt(ms), color=colours.get(r["variant"], "k"), alpha=0.75,
+                       edgecolors="k", linewidths=0.5, label=f"{r['variant']}: {mb:.2f} MB, {acc:.2f} %, {ms:.1f} ms")
+        failed = [r["variant"] for r in report["records"] if r["part"] == part and r["bit_accuracy"] is None]
+        title = f"{report['card']} {part}" + (f"  (not built / not loading: {', '.join(failed)})" if failed else "")
+        ax.set_title(title, fontsize=10)
+        if rows:
+            low = min(r["bit_accuracy"] for r in rows) * 100
+            ax.set_ylim(max(0.0, min(low - 1.0, 99.0)), 100.6)
+            ax.set_xlim(0, max(r["bytes"] for r in rows) / 1e6 * 1.35)
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel("bit accuracy (%)")
         ax.grid(alpha=0.3)
-    fig.suptitle("size vs bit accuracy (marker area ~ latency, label = median ms)", fontsize=10)
+        if rows:
+            ax.legend(fontsize=8, loc="lower right", title="variant: size, bit accuracy, median latency", title_fontsize=8)
+    fig.suptitle("Which file to ship: size vs bit accuracy (marker area grows with latency)", fontsize=10)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
