@@ -126,3 +126,48 @@ def test_cli_embed_bad_input(case, tmp_path, card_artifacts, out_root, capsys):
     assert code != 0 and len(err) == 1 and expect in err[0], err
     assert not out.exists() and not (tmp_path / "out.txt").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("shape", [(512, 768), (1080, 1920)])
+def test_compact_runtime_matches_videoseal_with_real_accuracy(shape, compact_artifacts):
+    """The trained compact card: the .tflite pipeline equals videoseal's, and the message really comes back."""
+    from videoseal_tflite.cards import load_card
+    from videoseal_tflite.weights import WeightSource, load_model
+
+    loaded = load_model(load_card("compact"), WeightSource())
+    fp32 = {r.part: r.path for r in compact_artifacts.converted}
+    image = _photo(*shape)
+    message = np.random.default_rng(3).integers(0, 2, loaded.card.nbits).astype(np.float32)
+    ours = Embedder(fp32["embedder"]).embed(image, message)
+    with torch.no_grad():
+        theirs = loaded.model.embed(torch.from_numpy(image)[None], torch.from_numpy(message)[None], is_video=False)["imgs_w"][0].numpy()
+    assert _psnr(ours, theirs) >= 45.0
+    assert abs(_psnr(ours, image) - _psnr(theirs, image)) <= 0.5
+    saved = to_uint8(ours).transpose(2, 0, 1).astype(np.float32) / 255
+    detection = Detector(fp32["detector"]).detect(saved)
+    with torch.no_grad():
+        preds = loaded.model.detect(torch.from_numpy(saved)[None], is_video=False)["preds"][0].numpy()
+    assert np.array_equal(detection.bits, preds[1:] > 0)
+    print(f"compact {shape}: bit accuracy {detection.bit_accuracy(message):.3f}, PSNR {_psnr(ours, image):.1f} dB")
+    # measured 0.81-0.98 on four photos at these sizes (0.875 here): the model was trained at 128 px only, and
+    # the resize to 128 px and back low-passes its 8-px tile. A floor well above chance, not a target.
+    assert detection.bit_accuracy(message) >= 0.75
+
+
+def test_runtime_needs_no_torch(compact_artifacts):
+    """embed/detect with the .tflite files alone: torch is never imported (a mobile port mirrors this code)."""
+    import subprocess
+    import sys
+
+    fp32 = {r.part: str(r.path) for r in compact_artifacts.converted}
+    code = (
+        "import sys, numpy as np\n"
+        "from videoseal_tflite.runtime import Embedder, Detector\n"
+        f"e = Embedder({fp32['embedder']!r}); d = Detector({fp32['detector']!r})\n"
+        "img = np.random.default_rng(0).random((3, 200, 300), dtype=np.float32)\n"
+        "d.detect(e.embed(img, np.ones(e.nbits, np.float32)))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-500:]

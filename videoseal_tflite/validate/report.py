@@ -404,12 +404,13 @@ def pick(report: dict[str, Any], part: str, max_mb: float | None, min_bit_acc: f
          max_ms: float | None) -> tuple[dict | None, str]:
     """The fastest loading record of `part` meeting every constraint (ties: smaller, then more accurate)."""
     rows = [r for r in report["records"] if r["part"] == part and r["loads"]]
-    checks = {
-        f"loads": lambda r: True,
-        f"size <= {max_mb} MB": lambda r: max_mb is None or r["bytes"] / 1e6 <= max_mb,
-        f"bit accuracy >= {min_bit_acc}": lambda r: min_bit_acc is None or (r["bit_accuracy"] or 0) >= min_bit_acc,
-        f"latency <= {max_ms} ms": lambda r: max_ms is None or (r["latency_ms_median"] is not None and r["latency_ms_median"] <= max_ms),
-    }
+    checks = {"loads": lambda r: True}
+    if max_mb is not None:
+        checks[f"size <= {max_mb} MB"] = lambda r: r["bytes"] / 1e6 <= max_mb
+    if min_bit_acc is not None:
+        checks[f"bit accuracy >= {min_bit_acc}"] = lambda r: (r["bit_accuracy"] or 0) >= min_bit_acc
+    if max_ms is not None:
+        checks[f"latency <= {max_ms} ms"] = lambda r: r["latency_ms_median"] is not None and r["latency_ms_median"] <= max_ms
     ok = [r for r in rows if all(check(r) for check in checks.values())]
     if not ok:
         unmet = [name for name, check in checks.items() if not any(check(r) for r in rows)] or \
@@ -418,5 +419,5 @@ def pick(report: dict[str, Any], part: str, max_mb: float | None, min_bit_acc: f
     best = min(ok, key=lambda r: (r["latency_ms_median"] or float("inf"), r["bytes"], -(r["bit_accuracy"] or 0)))
     why = (f"{best['variant']}: {best['bytes'] / 1e6:.2f} MB, bit accuracy {best['bit_accuracy']:.4f}, "
            f"{_fmt(best['latency_ms_median'], '.1f')} ms median; fastest of {len(ok)} {part} file(s) meeting "
-           + ", ".join(name for name in checks if name != "loads"))
+           + (", ".join(name for name in checks if name != "loads") or "no constraint (all files)"))
     return best, why
