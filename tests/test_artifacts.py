@@ -12,7 +12,7 @@ import time
 import pytest
 
 from videoseal_tflite.cli import main
-from videoseal_tflite.lock import FolderLocked, output_lock
+from videoseal_tflite.lock import output_lock
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 from PIL import Image
 
 from videoseal_tflite.cli import main

@@ -12,7 +12,6 @@ Writes `artifacts/bench/<card>.json` and `.md`; the CPU model and load average a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -142,7 +141,7 @@ def bench_card(card_name: str, source: WeightSource, out_root: Path, variants: t
                 lat = _litert_latencies(files, {v: np_inputs for v in files}, t, invokes, rounds)
                 for v, values in lat.items():
                     entry["variants"][v][f"litert_ms_{t}t"] = _stats(values)
-            for v, data in entry["variants"].items():
+            for data in entry["variants"].values():
                 for t in threads:
                     median = data[f"litert_ms_{t}t"]["median"]
                     data[f"ratio_vs_fp32_{t}t"] = round(median / entry["variants"]["fp32"][f"litert_ms_{t}t"]["median"], 3)

@@ -169,7 +169,7 @@ def _download_url(card: Card) -> str:
 
 def fetch_official_checkpoint(card: Card, timeout_s: float = 20.0) -> Path:
     """Return the cached official checkpoint, downloading it first if needed. Raises CheckpointUnavailable."""
-    hint = f"pass --checkpoint PATH, or --random-init SEED for an untrained model of the same architecture"
+    hint = "pass --checkpoint PATH, or --random-init SEED for an untrained model of the same architecture"
     if not card.checkpoint_url or not str(card.checkpoint_url).startswith(("http://", "https://")):
         raise CheckpointUnavailable(f"card {card.name} names no official checkpoint URL; {hint}")
     url = _download_url(card)

@@ -136,7 +136,7 @@ def _candidates(card_dir: Path) -> list[_Candidate]:
             meta = {}
         found.append(_Candidate(path, part, variant, meta, qlog.get(f"{part}/{variant}")))
     built = {(c.part, c.variant) for c in found}
-    for key, entry in qlog.items():
+    for entry in qlog.values():
         if entry.get("status") == "failed" and (entry["part"], entry["variant"]) not in built:
             found.append(_Candidate(None, entry["part"], entry["variant"], {}, entry))
     order = {v: i for i, v in enumerate(VARIANT_ORDER)}
@@ -258,8 +258,8 @@ def validate_card(card_dir: Path, image_folder: Path | None = None, messages_per
             rec["ssim"] = float(np.mean([ssim(w, o) for w, o in zip(imgs_w, images)]))
     bar.close()
     pairs = []
-    detectors = [(c, r) for c, r in zip(candidates, records) if c.part == "detector" and r["loads"]]
-    for det, det_rec in detectors:
+    detectors = [c for c, r in zip(candidates, records) if c.part == "detector" and r["loads"]]
+    for det in detectors:
         variants = sorted(embedded)
         if not variants:
             break
