@@ -67,15 +67,6 @@ def _patch_litert_repeat_layout() -> None:
     layout_check.nhwcable_node_checkers.register(torch.ops.aten.repeat)(layout_check._not_nhwc)
 
 
-def run_litert(model_bytes: bytes, inputs: dict[str, np.ndarray], threads: int = 2) -> dict[str, np.ndarray]:
-    """One invoke of the default signature on the ai_edge_litert interpreter."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
-    runner = interpreter.get_signature_runner()
-    return {k: np.array(v) for k, v in runner(**inputs).items()}
-
-
 def check_parity(model_bytes: bytes, reference: torch.nn.Module, part: str, size: int, nbits: int) -> ParityResult:
     from ai_edge_litert.interpreter import Interpreter
 

@@ -20,7 +20,7 @@ from ..tflite_metadata import read_metadata, with_metadata
 from ..validate.inspect_model import inspect_model
 from ..validate.load_check import run_isolated
 from .recipes import Rule, base_recipe
-from .repairs import KNOWN_REPAIRS, find_repair
+from .repairs import find_repair
 
 log = logging.getLogger(__name__)
 
@@ -221,5 +221,3 @@ def build_variant(*args, **kwargs) -> VariantResult:
     except _Failed as failed:
         return failed.result
 
-
-__all__ = ["KNOWN_REPAIRS", "build_variant", "make_check_set", "quantize_variant", "VariantResult", "CheckSet"]
