@@ -51,14 +51,20 @@ def _random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
 
 
-def load_in_process(path: Path, runtime: str = "litert", threads: int = 2) -> LoadResult:
-    """Only for the child process: may crash the interpreter it runs in."""
+def _interpreter_class(runtime: str):
+    """ai_edge_litert's Interpreter, or tf.lite's as the second opinion."""
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
-    else:
-        import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter
+        return Interpreter
+    import tensorflow as tf
+
+    return tf.lite.Interpreter
+
+
+def load_in_process(path: Path, runtime: str = "litert", threads: int = 2) -> LoadResult:
+    """Only for the child process: may crash the interpreter it runs in."""
+    Interpreter = _interpreter_class(runtime)
     stage = "load"
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -97,12 +103,7 @@ def run_in_process(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str
                    repeats: int = 0) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
     """Run the default signature on each input dict. Only for the child process (may crash).
     With `repeats`, afterwards time that many invokes of the first input (ms, appended to `timing`)."""
-    if runtime == "litert":
-        from ai_edge_litert.interpreter import Interpreter
-    else:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
+    Interpreter = _interpreter_class(runtime)
     stage, outputs = "load", []
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
