@@ -15,8 +15,10 @@ CHECKPOINT ?=
 RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+# make fuzz: random (not derandomized) mutations of a real model through inspect + load; ~2 s per example
+FUZZ_EXAMPLES ?= 60
 
-.PHONY: setup convert convert-official validate bench test clean lock
+.PHONY: setup convert convert-official validate bench test fuzz clean lock
 
 setup: $(STAMP)
 
@@ -50,6 +52,9 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: $(STAMP)
+	VIDEOSEAL_TFLITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VIDEOSEAL_TFLITE_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(ARTIFACTS)/*/ .pytest_cache

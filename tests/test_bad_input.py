@@ -25,7 +25,7 @@ def _assert_clean(out: Path):
 def test_unknown_card(tmp_path, capsys):
     code, err = _run(capsys, "convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", str(tmp_path))
     assert code != 0 and len(err) == 1
-    assert err[0].startswith("videoseal-tflite: error: unknown card 'videoseal_9.9'")
+    assert err[0].startswith("videoseal-tflite: error: UnknownCard: unknown card 'videoseal_9.9'")
     _assert_clean(tmp_path)
 
 

@@ -19,12 +19,14 @@ PROG = "videoseal-tflite"
 def _print_variants(results) -> None:
     for r in results:
         if r.status == "failed":
-            print(f"{r.part} {r.variant}: FAILED after {r.attempts} build(s): {r.error}")
+            again = " (same inputs as the failed run recorded in quantize_log.json; --force retries)" if r.reused else ""
+            print(f"{r.part} {r.variant}: FAILED after {r.attempts} build(s): {r.error}{again}")
             continue
         agree = r.agreement
         metric = (f"bit agreement vs fp32 {agree.bit_agreement:.4f}" if agree.bit_agreement is not None
                   else f"watermark rel. err vs fp32 {agree.watermark_rel_err:.4f}")
         repairs = f"  repairs: {', '.join(x.name for x in r.repairs_applied)}" if r.repairs_applied else ""
+        repairs += "  (up to date, not rebuilt)" if r.reused else ""
         if r.repairs_rejected:
             repairs += f"  (tried, no better: {', '.join(x['name'] for x in r.repairs_rejected)})"
         print(f"{r.path}  {r.bytes / 1e6:.1f} MB  {r.status}  {metric}{repairs}")
@@ -54,11 +56,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     failed = 0
     for card in cards:
         artifacts = convert_card(card, source, args.out, parts=parts, rewrites=not args.no_rewrites,
-                                 variants=_variants(args), int8_io=args.int8_io)
+                                 variants=_variants(args), int8_io=args.int8_io, force=args.force)
         for result in artifacts.converted:
             parity = result.parity
             bits = f", bit agreement {parity.bit_agreement:.3f}" if parity.bit_agreement is not None else ""
-            print(f"{result.path}  {result.bytes / 1e6:.1f} MB  fp32  {result.convert_seconds:.1f} s  "
+            took = "up to date, not rebuilt" if result.reused else f"{result.convert_seconds:.1f} s"
+            print(f"{result.path}  {result.bytes / 1e6:.1f} MB  fp32  {took}  "
                   f"parity vs PyTorch max|diff| {parity.max_abs_diff:.2g}{bits}  [{result.weights}]")
         _print_variants(artifacts.variants)
         failed += sum(v.status == "failed" for v in artifacts.variants)
@@ -76,7 +79,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from .convert.wrappers import PARTS
 
     parts = tuple(args.part) if args.part else PARTS
-    results = quantize_card(args.card, args.out, variants, parts=parts, int8_io=args.int8_io)
+    results = quantize_card(args.card, args.out, variants, parts=parts, int8_io=args.int8_io, force=args.force)
     _print_variants(results)
     return 0
 
@@ -267,7 +270,10 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", choices=ALL_VARIANTS,
                         help="build only this variant (repeatable; default: all of " + ", ".join(ALL_VARIANTS) + ")")
     parser.add_argument("--int8-io", action="store_true",
-                        help="int8 variant: keep int8 model inputs/outputs (scale and zero-point are in the tensor details)")
+                        help="int8 variant: keep int8 model inputs/outputs (scale and zero point: manifest / metadata "
+                             "'io_quantization', real = (q - zero_point) * scale)")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild everything (default: reuse files whose inputs are unchanged and whose bytes match the manifest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except VsTfliteError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the file system said no (permissions, full disk, ...) somewhere we did not foresee
+        print(f"{PROG}: error: {type(exc).__name__}: {exc.strerror or exc}"
+              f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no partial file was left behind", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,7 +25,8 @@ from .images import calibration_images, evaluation_images, random_messages
 from .manifest import update_manifest
 from .runtime import attenuation_of, blend, round_8bit
 from .validate.load_check import run_isolated
-from .quantize.build import CheckSet, VariantResult, build_variant, make_check_set
+from .quantize.build import CALIBRATION_RANGE, CheckSet, VariantResult, build_variant, make_check_set
+from .staleness import input_hash, up_to_date
 from .quantize.recipes import VARIANTS
 from .tflite_metadata import read_metadata
 from .weights import LoadedModel, WeightSource, load_model
@@ -70,6 +72,22 @@ def _watermarked_check_images(out_dir: Path, card: Card, images: list, seed: int
             for feed, out in zip(feeds, outputs)]
 
 
+def check_set(card: Card, out_dir: Path, part: str, fp32_path: Path, images: list | None = None) -> CheckSet:
+    """The inputs every quantized build of `part` is checked on (evaluation images; detectors: watermarked by
+    the FP32 embedder) and the FP32 .tflite's outputs for them."""
+    images = images if images is not None else evaluation_images(card.img_size)
+    feeds = _feeds(part, images, card.nbits, CHECK_MESSAGE_SEED)
+    if part == "detector":
+        feeds = _watermarked_check_images(out_dir, card, images, CHECK_MESSAGE_SEED) or feeds
+    return make_check_set(fp32_path, feeds)
+
+
+def calibration_feeds(card: Card, part: str, images: list | None = None) -> list[dict[str, np.ndarray]]:
+    """Full-int8 calibration inputs: the calibration images with random message bits."""
+    images = images if images is not None else calibration_images(card.img_size)
+    return _feeds(part, images, card.nbits, CALIBRATION_MESSAGE_SEED)
+
+
 def _fp32_entry(result: ConvertedModel, loaded: LoadedModel) -> dict:
     return {
         "sha256": result.sha256, "bytes": result.bytes, "card": result.card, "part": result.part,
@@ -82,6 +100,8 @@ def _fp32_entry(result: ConvertedModel, loaded: LoadedModel) -> dict:
 
 def _variant_entry(result: VariantResult, fp32_meta: dict, calibration: list[str] | None) -> dict:
     return {
+        "input_hash": result.input_hash, "io_quantization": result.io_quantization,
+        "calibration_range": CALIBRATION_RANGE if calibration else None,
         "sha256": result.sha256, "bytes": result.bytes, "card": fp32_meta.get("card"), "part": result.part,
         "size": fp32_meta.get("size"), "variant": result.variant, "weights": fp32_meta.get("weights"),
         "weights_label": fp32_meta.get("weights_label") or None, "weights_sha256": fp32_meta.get("weights_sha256"),
@@ -99,17 +119,19 @@ def quantize_card(
     parts: tuple[str, ...] = PARTS,
     int8_io: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> list[VariantResult]:
-    """Build `variants` of every FP32 .tflite of the card under `out_root/<card>/`; failures are recorded, not raised."""
+    """Build `variants` of every FP32 .tflite of the card under `out_root/<card>/`; failures are recorded, not raised.
+    Variants that are up to date (or failed before on the same inputs) are reused unless `force`."""
+    card = load_card(card_name)
+    with output_lock(out_root):
+        return _quantize_card(card, out_root, variants, parts, int8_io, progress, force)
+
+
+def _quantize_card(card, out_root, variants, parts, int8_io, progress, force) -> list[VariantResult]:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UnknownVariant(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
-    with output_lock(out_root):
-        return _quantize_card(card_name, out_root, variants, parts, int8_io, progress)
-
-
-def _quantize_card(card_name, out_root, variants, parts, int8_io, progress) -> list[VariantResult]:
-    card = load_card(card_name)
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
     fp32_files = {part: sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite")) for part in parts}
     missing = [part for part, files in fp32_files.items() if not files]
@@ -121,18 +143,25 @@ def _quantize_card(card_name, out_root, variants, parts, int8_io, progress) -> l
     steps = [(part, path, variant) for part in parts for path in fp32_files[part] for variant in variants]
     bar = tqdm(steps, desc=f"quantize {card.name}", unit="variant", disable=not progress, leave=False)
     checks: dict[Path, CheckSet] = {}
+    previous_log = _read_quantize_log(out_dir)
     for part, fp32_path, variant in bar:
         bar.set_postfix_str(f"{part} {variant}")
-        meta = read_metadata(fp32_path.read_bytes()) or {}
+        fp32_bytes = fp32_path.read_bytes()
+        meta = read_metadata(fp32_bytes) or {}
         label = meta.get("weights_label") or ""
-        if fp32_path not in checks:
-            feeds = _feeds(part, check_images, card.nbits, CHECK_MESSAGE_SEED)
-            if part == "detector":
-                feeds = _watermarked_check_images(out_dir, card, check_images, CHECK_MESSAGE_SEED) or feeds
-            checks[fp32_path] = make_check_set(fp32_path, feeds)
-        calibration = _feeds(part, calib_images, card.nbits, CALIBRATION_MESSAGE_SEED) if variant == "int8" else None
         target = out_dir / artifact_name(part, card.img_size, variant, label)
+        wanted = variant_input_hash(hashlib.sha256(fp32_bytes).hexdigest(), variant, int8_io,
+                                    calib_names if variant == "int8" else None)
+        reused = None if force else _reusable(out_root, target, wanted, previous_log.get(f"{part}/{variant}"))
+        if reused is not None:
+            log.info("%s %s %s is up to date (same inputs); not rebuilt", card.name, part, variant)
+            results.append(reused)
+            continue
+        if fp32_path not in checks:
+            checks[fp32_path] = check_set(card, out_dir, part, fp32_path, check_images)
+        calibration = calibration_feeds(card, part, calib_images) if variant == "int8" else None
         result = build_variant(fp32_path, variant, target, checks[fp32_path], calibration, repair=True, int8_io=int8_io)
+        result = dataclasses.replace(result, input_hash=wanted)
         results.append(result)
         if result.status == "failed":
             tqdm.write(f"{card.name} {part} {variant}: FAILED ({result.error})")
@@ -143,9 +172,29 @@ def _quantize_card(card_name, out_root, variants, parts, int8_io, progress) -> l
     return results
 
 
+def _reusable(out_root: Path, target: Path, wanted: str, logged: dict | None) -> VariantResult | None:
+    """The earlier result for these exact inputs: a file whose bytes still match, or a failure (no file)."""
+    if not logged or logged.get("input_hash") != wanted:
+        return None
+    if logged.get("status") == "failed":
+        return VariantResult.from_json(logged) if not target.exists() else None
+    if up_to_date(Path(out_root), target, wanted) is None:
+        return None
+    return dataclasses.replace(VariantResult.from_json(logged), path=target)
+
+
+def _read_quantize_log(out_dir: Path) -> dict:
+    path = out_dir / QUANTIZE_LOG
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # a damaged log only means nothing is reused
+    return data if isinstance(data, dict) else {}
+
+
 def _write_quantize_log(out_dir: Path, results: list[VariantResult]) -> None:
     path = out_dir / QUANTIZE_LOG
-    previous = json.loads(path.read_text()) if path.is_file() else {}
+    previous = _read_quantize_log(out_dir)
     merged = {**previous, **{f"{r.part}/{r.variant}": r.to_json() for r in results}}
     write_text_atomic(path, json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
@@ -159,22 +208,42 @@ def convert_card(
     variants: tuple[str, ...] = VARIANTS,
     int8_io: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> CardArtifacts:
-    """Convert `parts` of a card to FLOAT32 .tflite under `out_root/<card>/`, then build `variants` of each."""
+    """Convert `parts` of a card to FLOAT32 .tflite under `out_root/<card>/`, then build `variants` of each.
+    Files that are up to date (same input hash, bytes as in the manifest) are reused unless `force`."""
     card: Card = load_card(card_name)
     ensure_writable_dir(Path(out_root))
     with output_lock(out_root):
-        return _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress)
+        return _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress, force)
 
 
-def _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress) -> CardArtifacts:
+def _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, progress, force) -> CardArtifacts:
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
     loaded = load_model(card, source)
     log.info("converting %s", loaded.describe())
     converted = []
     for part in tqdm(parts, desc=f"convert {card.name}", unit="part", disable=not progress, leave=False):
+        wanted = fp32_input_hash(card, loaded, part, rewrites)
+        target = out_dir / artifact_name(part, card.img_size, "fp32", loaded.label)
+        entry = None if force else up_to_date(Path(out_root), target, wanted)
+        if entry is not None:
+            log.info("%s is up to date (same inputs); not rebuilt", target)
+            converted.append(ConvertedModel.from_manifest(target, entry))
+            continue
         result = convert_part(loaded, part, out_dir, rewrites=rewrites)
         converted.append(result)
-        update_manifest(out_root, {str(result.path.relative_to(out_root)): _fp32_entry(result, loaded)})
-    quantized = quantize_card(str(card.path), out_root, variants, parts, int8_io, progress) if variants else []
+        update_manifest(out_root, {str(result.path.relative_to(out_root)): {**_fp32_entry(result, loaded), "input_hash": wanted}})
+    quantized = _quantize_card(card, out_root, variants, parts, int8_io, progress, force) if variants else []
     return CardArtifacts(card.name, out_dir, converted, quantized)
+
+
+def fp32_input_hash(card: Card, loaded: LoadedModel, part: str, rewrites: bool) -> str:
+    """Everything an FP32 .tflite is built from: the card file, the weights, the part, the rewrites."""
+    return input_hash("convert", card=Path(card.path).read_text(encoding="utf-8"), part=part, rewrites=rewrites,
+                      weights=loaded.weights, weights_sha256=loaded.weights_sha256, seed=loaded.random_init_seed)
+
+
+def variant_input_hash(fp32_sha256: str, variant: str, int8_io: bool, calibration: list[str] | None) -> str:
+    """Everything a quantized variant is built from: the FP32 file, the recipe and repairs (code), the calibration set."""
+    return input_hash("quantize", fp32_sha256=fp32_sha256, variant=variant, int8_io=int8_io, calibration=calibration)

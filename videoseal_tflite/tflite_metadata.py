@@ -47,3 +47,28 @@ def read_metadata(model_bytes: bytes) -> dict[str, Any] | None:
             data = model.Buffers(entry.Buffer()).DataAsNumpy()
             return json.loads(bytes(data).decode("utf-8"))
     return None
+
+
+def io_quantization(model_bytes: bytes) -> dict[str, dict[str, Any]]:
+    """Signature name -> {dtype, scale, zero_point} of every integer input/output of the default signature:
+    what a caller of a `--int8-io` model needs (real = (q - zero_point) * scale). Float tensors are left out."""
+    schema_fb, _ = _schema()
+    dtypes = {v: k for k, v in vars(schema_fb.TensorType).items() if not k.startswith("_")}
+    model = schema_fb.Model.GetRootAs(model_bytes, 0)
+    graph = model.Subgraphs(0)
+    out: dict[str, dict[str, Any]] = {}
+    signature = model.SignatureDefs(0) if model.SignatureDefsLength() else None
+    pairs = []
+    if signature is not None:
+        for i in range(signature.InputsLength()):
+            pairs.append((signature.Inputs(i).Name().decode(), signature.Inputs(i).TensorIndex()))
+        for i in range(signature.OutputsLength()):
+            pairs.append((signature.Outputs(i).Name().decode(), signature.Outputs(i).TensorIndex()))
+    for name, index in pairs:
+        tensor = graph.Tensors(index)
+        dtype = dtypes.get(tensor.Type(), str(tensor.Type()))
+        quant = tensor.Quantization()
+        if dtype in ("FLOAT32", "FLOAT16") or quant is None or quant.ScaleLength() == 0:
+            continue
+        out[name] = {"dtype": dtype.lower(), "scale": float(quant.Scale(0)), "zero_point": int(quant.ZeroPoint(0))}
+    return out

@@ -52,6 +52,15 @@ class ConvertedModel:
     sha256: str
     bytes: int
     convert_seconds: float
+    reused: bool = False  # up to date from an earlier run (same input hash, bytes match the manifest)
+
+    @classmethod
+    def from_manifest(cls, path: Path, entry: dict) -> "ConvertedModel":
+        return cls(path=Path(path), card=entry["card"], part=entry["part"], size=entry["size"], variant="fp32",
+                   weights=entry["weights"], weights_sha256=entry.get("weights_sha256"),
+                   rewrites=tuple(Rewrite(**r) for r in entry.get("rewrites", [])),
+                   parity=ParityResult(**entry["parity_vs_pytorch"]), sha256=entry["sha256"], bytes=entry["bytes"],
+                   convert_seconds=0.0, reused=True)
 
 
 def artifact_name(part: str, size: int, variant: str, label: str = "") -> str:

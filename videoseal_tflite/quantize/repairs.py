@@ -47,11 +47,21 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
     ),
     Repair(
         name="norm_float_islands",
-        triggers=("(DIV) failed to invoke", "output differs from FP32", "output below the quality bar"),
+        triggers=("(DIV) failed to invoke", "quantized_div", "output differs from FP32", "output below the quality bar"),
         variants=("int8",),
         rules=tuple(keep_float(NORM_OPS)),
         what=f"normalisation ops ({', '.join(NORM_OPS)}) kept float32 as mixed-precision islands",
         why="RMSNorm / LayerNorm / GRN divide by a norm that int8 rounds to zero or saturates",
+    ),
+    Repair(
+        name="attention_float",
+        triggers=("slow_int8_batch_matmul",),
+        variants=("int8",),
+        rules=tuple(keep_float(["BATCH_MATMUL", "SOFTMAX", "GELU"])),
+        what="attention (BATCH_MATMUL, SOFTMAX) and GELU kept float32; convolutions and FULLY_CONNECTED stay int8",
+        why="XNNPACK has no int8 BATCH_MATMUL kernel: int8 attention runs on the reference kernel and made full int8 "
+            "slower than FP32 (videoseal_0.0 detector 2.4x FP32; with this mix 0.44x at 0.9935 bit agreement, "
+            "artifacts/bench/int8_mixes_videoseal_0.0_detector.md)",
     ),
     Repair(
         name="int8_matmul_only",

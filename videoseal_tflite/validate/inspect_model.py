@@ -6,7 +6,11 @@ Flags (each `{op, node, kind, severity, detail}`):
 - `broadcast_to_shape` (error): BROADCAST_TO whose constant target shape the input cannot broadcast to.
 - `custom_op` / `flex_op` (error): ops the stock runtime may not have.
 - `int64_tensor` (warning): int64 tensors (slow or unsupported on many delegates).
-- `float_div_in_int8` (warning): a quantized DIV (RMSNorm / LayerNorm / GRN) that int8 breaks.
+- `slow_int8_batch_matmul` (warning): attention BATCH_MATMUL with two int8 activations: correct, but off
+  XNNPACK's fast path (scripts/int8_mixes.py measures it); the `attention_float` repair removes it.
+- `quantized_div` (error): a DIV whose divisor is a quantized activation (RMSNorm / LayerNorm / GRN under
+  full int8). Every int8 activation range contains 0, so some inputs round the divisor to zero: tf.lite
+  stops with `div.cc ... Node N (DIV) failed to invoke` on them (LiteRT runs on with a wrong value).
 """
 
 from __future__ import annotations
@@ -126,6 +130,13 @@ def _parse(data: bytes, path: Path):
         buffer_has_data = []
         for b in range(n_buffers):
             buf = model.Buffers(b)
+            if buf.DataLength() > 0:
+                try:
+                    buf.DataAsNumpy()  # a view; raises when the data vector runs past the end of the file
+                except ValueError:
+                    raise ValueError(f"buffer {b} claims {buf.DataLength()} bytes, past the end of the file") from None
+            elif buf.Offset() > 1 and buf.Offset() + buf.Size() > len(data):
+                raise ValueError(f"buffer {b} lies beyond the end of the file ({buf.Offset() + buf.Size()} > {len(data)} bytes)")
             buffer_has_data.append(buf.DataLength() > 0 or buf.Offset() > 1)
         tensors = []
         for t in range(n_tensors):
@@ -192,6 +203,9 @@ def _const_shape(model, tensor: Operand, data: bytes) -> tuple[int, ...] | None:
     return tuple(int(x) for x in np.frombuffer(raw, dtype=dtype)) if dtype else None
 
 
+SLOW_INT8_BATCH_MATMUL = "slow_int8_batch_matmul"
+
+
 def _flags(model, tensors: list[Operand], ops: list[OpRecord], data: bytes) -> list[Flag]:
     flags: list[Flag] = []
     for op in ops:
@@ -201,6 +215,10 @@ def _flags(model, tensors: list[Operand], ops: list[OpRecord], data: bytes) -> l
                 flags.append(Flag(op.op, op.node, "batch_matmul_dtypes", "error",
                                   f"operands {lhs.dtype}{' const' if lhs.const else ''} x {rhs.dtype}{' const' if rhs.const else ''}: "
                                   f"the kernel accepts f32xf32, int8xint8, int16xint16, f32xint8, int16xint8; source {op.source}"))
+            elif lhs.dtype == rhs.dtype == "INT8" and not lhs.const and not rhs.const:
+                flags.append(Flag(op.op, op.node, SLOW_INT8_BATCH_MATMUL, "warning",
+                                  "int8 x int8 activation BATCH_MATMUL: XNNPACK has no int8 kernel for it, so it runs on the "
+                                  f"reference kernel (full int8 ViT detector 2.4x slower than FP32); source {op.source}"))
             elif lhs.const and lhs.dtype == "FLOAT32":
                 flags.append(Flag(op.op, op.node, "batch_matmul_const_lhs", "warning",
                                   f"constant left operand {list(lhs.shape)}: dynamic-range int8 would make it int8 x float32; source {op.source}"))
@@ -218,9 +236,10 @@ def _flags(model, tensors: list[Operand], ops: list[OpRecord], data: bytes) -> l
             flags.append(Flag(op.op, op.node, "flex_op", "error", "TensorFlow (Flex) op: needs the Flex delegate"))
         elif op.op.startswith("CUSTOM"):
             flags.append(Flag(op.op, op.node, "custom_op", "error", "custom op: needs a registered custom kernel"))
-        elif op.op == "DIV" and any(t.dtype in ("INT8", "INT16") for t in op.inputs):
-            flags.append(Flag(op.op, op.node, "quantized_div", "warning",
-                              f"quantized DIV (normalisation divisor): int8 can round it to zero; source {op.source}"))
+        elif op.op == "DIV" and len(op.inputs) >= 2 and op.inputs[1].dtype in ("INT8", "INT16") and not op.inputs[1].const:
+            flags.append(Flag(op.op, op.node, "quantized_div", "error",
+                              f"DIV by a quantized activation ({op.inputs[1].dtype}): the divisor rounds to zero on some "
+                              f"inputs, where tf.lite stops with '(DIV) failed to invoke'; source {op.source}"))
     int64 = [t for t in tensors if t.dtype == "INT64"]
     if int64:
         flags.append(Flag("-", None, "int64_tensor", "warning",

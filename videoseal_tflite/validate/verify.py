@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 from ..manifest import MANIFEST_NAME, read_manifest
@@ -13,7 +14,7 @@ from .load_check import load_check
 @dataclasses.dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # missing | tampered | size | extra | load | no_manifest
+    kind: str  # missing | tampered | size | extra | load | no_manifest | corrupt_manifest
     detail: str
 
     def line(self) -> str:
@@ -25,6 +26,12 @@ def verify_artifacts(root: Path, load: bool = True) -> tuple[int, list[Problem]]
     root = Path(root)
     if not (root / MANIFEST_NAME).is_file():
         return 0, [Problem(str(root / MANIFEST_NAME), "no_manifest", "no manifest.json: run `make convert` first")]
+    try:
+        parsed = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("files"), dict):
+            raise ValueError("no 'files' mapping")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return 0, [Problem(str(root / MANIFEST_NAME), "corrupt_manifest", f"manifest.json is not a readable manifest ({exc})")]
     files = read_manifest(root)["files"]
     problems: list[Problem] = []
     for rel, entry in sorted(files.items()):

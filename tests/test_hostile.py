@@ -1,0 +1,340 @@
+"""Hostile input, one table: every case names the exact error class on one line, exits non-zero and leaves
+no partial output. Cases that are valid input in disguise (16-bit PNGs, paths with spaces and unicode) must
+simply work, and are checked for the right result.
+
+The CLI's error line is `videoseal-tflite: error: <ErrorClass>: <one sentence>`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import re
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from videoseal_tflite.cli import main
+
+ERROR_LINE = re.compile(r"^videoseal-tflite: error: (\w+): \S")
+MESSAGE = "0110100110010110"  # 16 bits: the compact card
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, list[str], str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    # progress bars (tqdm, ours and the quantizer's) share stderr; everything else is what a user reads
+    lines = [line for line in captured.err.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
+    return code, lines, captured.out
+
+
+def _leftovers(*folders: Path) -> list[Path]:
+    found = []
+    for folder in folders:
+        if folder.exists():
+            found += [p for p in folder.rglob("*") if ".tmp-" in p.name or ".write-probe-" in p.name]
+    return found
+
+
+def _png16(path: Path, rgb16: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one)."""
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _photo(path: Path, size: int = 96) -> Path:
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _real_photo(path: Path) -> Path:
+    import skimage.data
+
+    Image.fromarray(skimage.data.chelsea()).save(path)
+    return path
+
+
+def _corrupt_buffer_length(data: bytes) -> bytes:
+    """Valid TFL3 header and tables, but the largest buffer claims to run past the end of the file."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    out = bytearray(data)
+    model = fb.Model.GetRootAs(data, 0)
+    index = max(range(model.BuffersLength()), key=lambda i: model.Buffers(i).DataLength())
+    table = model.Buffers(index)._tab
+    start = table.Vector(table.Offset(4))
+    struct.pack_into("<I", out, start - 4, len(data))
+    return bytes(out)
+
+
+@pytest.fixture
+def ctx(compact_artifacts, out_root, tmp_path):
+    """Paths the cases need: the compact card's files (trained weights, 16 bits) and scratch space."""
+    folder = compact_artifacts.out_dir
+    return {
+        "root": out_root,
+        "detector": folder / "detector_128_fp32.tflite",
+        "embedder": folder / "embedder_128_fp32.tflite",
+        "tmp": tmp_path,
+        "out": tmp_path / "out",
+    }
+
+
+def _model_file(ctx, payload: bytes) -> Path:
+    path = ctx["tmp"] / "model.tflite"
+    path.write_bytes(payload)
+    return path
+
+
+def _checkpoint(ctx, payload: bytes | None = None, obj=None) -> Path:
+    path = ctx["tmp"] / "ckpt.pth"
+    if obj is not None:
+        torch.save(obj, path)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+COMPACT_WEIGHTS = Path(__file__).resolve().parents[1] / "videoseal_tflite" / "weights" / "compact.pth"
+
+
+def _compact_state(nbits: int | None = None):
+    ckpt = torch.load(COMPACT_WEIGHTS, map_location="cpu", weights_only=False)
+    if nbits is not None:
+        ckpt.setdefault("args", {})["nbits"] = nbits
+    return ckpt
+
+
+def _card_with(ctx, text_edit) -> Path:
+    from videoseal_tflite.cards import resolve_card_path
+
+    path = ctx["tmp"] / "card.yaml"
+    path.write_text(text_edit(resolve_card_path("compact").read_text()))
+    return path
+
+
+def _image(ctx, kind: str) -> Path:
+    path = ctx["tmp"] / f"in_{kind}.png"
+    if kind == "text":
+        path.write_text("this is not an image")
+    elif kind == "1x1":
+        Image.new("RGB", (1, 1), (10, 20, 30)).save(path)
+    elif kind == "truncated":
+        _photo(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "png16_truncated":
+        _png16(path, np.full((64, 64, 3), 40000, dtype=np.uint16))
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif kind == "zero":
+        path.write_bytes(b"")
+    return path
+
+
+def _embed(ctx, image: Path, *extra) -> list:
+    return ["embed", image, ctx["out"] / "marked.png", "--card", "compact", "--artifacts", ctx["root"], *extra]
+
+
+# case -> (argv builder, expected error class). Every builder gets the ctx dict.
+CASES = {
+    # .tflite files
+    "tflite_zero_bytes": (lambda c: ["inspect", _model_file(c, b"")], "InvalidModelFile"),
+    "tflite_random_bytes": (lambda c: ["inspect", _model_file(c, np.random.default_rng(0).bytes(4096))], "InvalidModelFile"),
+    "tflite_header_only": (lambda c: ["inspect", _model_file(c, b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)], "InvalidModelFile"),
+    "tflite_truncated": (lambda c: ["inspect", _model_file(c, c["detector"].read_bytes()[:2_000_000])], "InvalidModelFile"),
+    "tflite_corrupt_buffers": (lambda c: ["inspect", _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes()))],
+                               "InvalidModelFile"),
+    "detect_with_corrupt_model": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector",
+                                             _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes()))], "InvalidModelFile"),
+    "detect_with_an_embedder": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["embedder"]], "InvalidModelFile"),
+    "detect_missing_model": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["tmp"] / "nope.tflite"],
+                             "InvalidModelFile"),
+    # checkpoints
+    "checkpoint_missing": (lambda c: ["convert", "--card", "compact", "--checkpoint", c["tmp"] / "nope.pth", "--out", c["out"]],
+                           "InvalidCheckpoint"),
+    "checkpoint_zero_bytes": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, b""), "--out", c["out"]],
+                              "InvalidCheckpoint"),
+    "checkpoint_random_bytes": (lambda c: ["convert", "--card", "compact", "--checkpoint",
+                                           _checkpoint(c, np.random.default_rng(1).bytes(10_000)), "--out", c["out"]], "InvalidCheckpoint"),
+    "checkpoint_truncated": (lambda c: ["convert", "--card", "compact", "--checkpoint",
+                                        _checkpoint(c, COMPACT_WEIGHTS.read_bytes()[:1_000_000]),
+                                        "--out", c["out"]], "InvalidCheckpoint"),
+    "checkpoint_wrong_architecture": (lambda c: ["convert", "--card", "compact", "--checkpoint",
+                                                 _checkpoint(c, obj={"model": {"embedder.weight": torch.zeros(3)}}), "--out", c["out"]],
+                                      "InvalidCheckpoint"),
+    "checkpoint_not_a_dict": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=[1, 2, 3]), "--out", c["out"]],
+                              "InvalidCheckpoint"),
+    "checkpoint_wrong_nbits": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=_compact_state(nbits=32)),
+                                          "--out", c["out"]], "NbitsMismatch"),
+    # cards
+    "card_unknown": (lambda c: ["convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", c["out"]], "UnknownCard"),
+    "card_unknown_field": (lambda c: ["convert", "--card", _card_with(c, lambda t: t + "\nmystery_field: 1\n"), "--random-init", "0",
+                                      "--out", c["out"]], "InvalidCard"),
+    "card_nbits_not_a_number": (lambda c: ["convert", "--card", _card_with(c, lambda t: re.sub(r"nbits: \d+", "nbits: sixteen", t)),
+                                           "--random-init", "0", "--out", c["out"]], "InvalidCard"),
+    "card_not_yaml": (lambda c: ["convert", "--card", _card_with(c, lambda t: "{{{ not: yaml"), "--random-init", "0", "--out", c["out"]],
+                      "InvalidCard"),
+    # images
+    "image_not_an_image": (lambda c: _embed(c, _image(c, "text"), "--message", MESSAGE), "InvalidImage"),
+    "image_zero_bytes": (lambda c: _embed(c, _image(c, "zero"), "--message", MESSAGE), "InvalidImage"),
+    "image_1x1": (lambda c: _embed(c, _image(c, "1x1"), "--message", MESSAGE), "InvalidImage"),
+    "image_truncated_png": (lambda c: _embed(c, _image(c, "truncated"), "--message", MESSAGE), "InvalidImage"),
+    "image_16bit_png_truncated": (lambda c: ["detect", _image(c, "png16_truncated"), "--card", "compact", "--artifacts", c["root"]],
+                                  "InvalidImage"),
+    "image_missing_unicode_name": (lambda c: _embed(c, c["tmp"] / "fotó 照片.png", "--message", MESSAGE), "InvalidImage"),
+    # messages
+    "message_too_short": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", "0101"), "InvalidMessage"),
+    "message_too_long": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", MESSAGE + "1"), "InvalidMessage"),
+    "message_not_binary": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", "0120" * 4), "InvalidMessage"),
+    "message_bad_hex": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message-hex", "zz12"), "InvalidMessage"),
+    "message_hex_wrong_length": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message-hex", "ABCDEF"), "InvalidMessage"),
+    # outputs
+    "output_folder_is_a_file": (lambda c: ["convert", "--card", "compact", "--out", _model_file(c, b"x") / "sub"], "OutputNotWritable"),
+    "unknown_variant": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", MESSAGE, "--variant", "int3"), "UnknownVariant"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_input(case, ctx, capsys):
+    build, expected = CASES[case]
+    argv = build(ctx)
+    before = sorted(ctx["root"].rglob("*"))
+    code, err, _ = _run(capsys, argv)
+    assert code != 0, f"{case}: exit 0"
+    assert len(err) == 1, f"{case}: {err}"
+    match = ERROR_LINE.match(err[0])
+    assert match and match.group(1) == expected, f"{case}: expected {expected}, got {err[0]}"
+    assert "Traceback" not in err[0]
+    # no partial output: nothing half-written anywhere, no output created, the artifact tree untouched
+    assert _leftovers(ctx["tmp"], ctx["root"]) == []
+    assert not (ctx["out"] / "marked.png").exists()
+    assert not ctx["out"].exists() or not list(ctx["out"].rglob("*.tflite"))
+    assert sorted(ctx["root"].rglob("*")) == before
+
+
+def test_there_are_at_least_20_hostile_cases():
+    assert len(CASES) >= 20
+
+
+def _copy_compact(ctx, root: Path) -> Path:
+    shutil.copytree(ctx["detector"].parent, root / "compact", ignore=shutil.ignore_patterns("*_int8*", "*fp16*", "report*"))
+    return root
+
+
+def test_full_disk_during_quantize_leaves_nothing(ctx, capsys, monkeypatch):
+    """ENOSPC (simulated at the write of the temp file: half the bytes land, then the disk is full)."""
+    root = _copy_compact(ctx, ctx["tmp"] / "art")
+    before = sorted(p.name for p in root.rglob("*"))
+    real_write = pathlib.Path.write_bytes
+    from videoseal_tflite.lock import LOCK_NAME  # the flock file stays by design; it holds no data
+
+    def full_disk(self, data):
+        if ".tmp-" in self.name and self.name.endswith(".tflite.tmp-" + str(os.getpid())):
+            real_write(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    code, err, _ = _run(capsys, ["quantize", "--card", "compact", "--variant", "fp16", "--part", "detector", "--out", root])
+    assert code == 2 and len(err) == 1, err
+    assert ERROR_LINE.match(err[0]).group(1) == "OutputNotWritable" and "No space left on device" in err[0]
+    assert sorted(p.name for p in root.rglob("*") if p.name != LOCK_NAME) == before  # no partial file, no manifest
+
+
+def test_full_disk_during_embed_leaves_nothing(ctx, capsys, monkeypatch):
+    src = _photo(ctx["tmp"] / "p.png")
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        Path(fp).write_bytes(Path(fp).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    ctx["out"].mkdir()
+    code, err, _ = _run(capsys, _embed(ctx, src, "--message", MESSAGE))
+    assert code == 2 and ERROR_LINE.match(err[0]).group(1) == "OutputNotWritable", err
+    assert list(ctx["out"].iterdir()) == []
+
+
+def test_read_only_output_folder(ctx, capsys, monkeypatch):
+    """A read-only folder (chmod; as root, where chmod does not bind, the EROFS the kernel would give is simulated)."""
+    src = _photo(ctx["tmp"] / "p.png")
+    ctx["out"].mkdir()
+    ctx["out"].chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            real_write = pathlib.Path.write_bytes
+            real_save = Image.Image.save
+
+            def read_only(self, *args, **kwargs):
+                if ctx["out"] in Path(self).parents:
+                    raise OSError(errno.EROFS, "Read-only file system", str(self))
+                return real_write(self, *args, **kwargs)
+
+            def read_only_save(self, fp, *args, **kwargs):
+                if ctx["out"] in Path(fp).parents:
+                    raise OSError(errno.EROFS, "Read-only file system", str(fp))
+                return real_save(self, fp, *args, **kwargs)
+
+            monkeypatch.setattr(pathlib.Path, "write_bytes", read_only)
+            monkeypatch.setattr(Image.Image, "save", read_only_save)
+        code, err, _ = _run(capsys, _embed(ctx, src, "--message", MESSAGE))
+    finally:
+        ctx["out"].chmod(0o755)
+    assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "OutputNotWritable", err
+    assert list(ctx["out"].iterdir()) == []
+
+
+def test_corrupt_manifest_is_named_by_verify(ctx, capsys):
+    root = _copy_compact(ctx, ctx["tmp"] / "art")
+    (root / "manifest.json").write_text("{ half a manifest")
+    code, err, _ = _run(capsys, ["verify", root, "--no-load"])
+    assert code == 1 and len(err) == 1 and err[0].startswith("corrupt_manifest:"), err
+
+
+def test_16bit_png_reads_like_its_8bit_twin(ctx, capsys):
+    """A 16-bit RGB PNG is valid input: detection reads the same bits as from the 8-bit file it was made from."""
+    src = _real_photo(ctx["tmp"] / "p.png")
+    marked = ctx["tmp"] / "marked.png"
+    assert _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE])[0] == 0
+    pixels = np.asarray(Image.open(marked).convert("RGB")).astype(np.uint16) * 257  # 8-bit v -> 16-bit v*257
+    deep = ctx["tmp"] / "marked16.png"
+    _png16(deep, pixels)
+    results = []
+    for path in (marked, deep):
+        code, err, out = _run(capsys, ["detect", path, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE])
+        assert code == 0, err
+        results.append(out)
+    assert results[0] == results[1] and "bit accuracy: " in results[0]
+
+
+def test_paths_with_spaces_and_unicode(ctx, capsys):
+    """Every command works on paths with spaces and non-ASCII characters."""
+    root = _copy_compact(ctx, ctx["tmp"] / "my artifacts ünïcødé 工件")
+    (root / "manifest.json").unlink(missing_ok=True)
+    src = _real_photo(ctx["tmp"] / "фото с пробелом.png")
+    marked = ctx["tmp"] / "résultat final 结果.png"
+    code, err, _ = _run(capsys, ["quantize", "--card", "compact", "--variant", "dynamic_int8", "--part", "detector", "--out", root])
+    assert code == 0, err
+    assert (root / "compact" / "detector_128_dynamic_int8.tflite").is_file()
+    code, err, _ = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", root, "--message", MESSAGE])
+    assert code == 0 and marked.is_file(), err
+    code, err, out = _run(capsys, ["detect", marked, "--card", "compact", "--artifacts", root, "--message", MESSAGE,
+                                   "--variant", "dynamic_int8"])
+    assert code == 0 and "bit accuracy: 1.0000" in out, (err, out)
+    code, err, out = _run(capsys, ["inspect", root / "compact" / "detector_128_dynamic_int8.tflite"])
+    assert code == 0 and "BATCH_MATMUL" in out, err
