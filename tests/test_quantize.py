@@ -80,6 +80,13 @@ def test_int8_embedder_div_or_wrong_output_is_seen_and_acted_on(card_artifacts):
         assert "norm_float_islands" in tried  # the float-island repair was tried (kept only where it helped)
 
 
+# Measured with random-init weights (README "Quantization and repairs"): the 0.0 embedder (RGB UNet, 96 bits) is
+# the one part whose int8 variants miss the 0.2 bar; its trained counterpart (compact) keeps >= 99.8 % of bits.
+KNOWN_BELOW_BAR = {
+    "videoseal_0.0": {"embedder dynamic_int8", "embedder int8"},  # measured: rel. err 0.251, 0.559
+}
+
+
 @pytest.mark.parametrize("card", CARDS)
 def test_numbers_against_fp32(card, card_artifacts, capsys):
     """Every number is printed; the bars are asserted for every variant that was built."""
@@ -100,6 +107,5 @@ def test_numbers_against_fp32(card, card_artifacts, capsys):
                 failures.append(f"{v.part} {v.variant} rel err {a.watermark_rel_err:.4f} > {EMBEDDER_MAX_REL_ERR[v.variant]}")
     with capsys.disabled():
         print("\n" + "\n".join(f"  {row}" for row in _report(card_artifacts) if row[0] == card))
-    # fp16 and weight-only are plain roundings of FP32: they must meet their bars
-    strict = [f for f in failures if " fp16 " in f or "weight_only_int8" in f]
-    assert strict == [], strict
+    # every bar is met except these, measured and named so that a change either way is noticed
+    assert {" ".join(f.split()[:2]) for f in failures} == KNOWN_BELOW_BAR.get(card, set()), failures

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ import torch
 from .atomic import atomic_path
 from .cards import ATTENUATION_CONFIGS, Card
 from .errors import CheckpointUnavailable, InvalidCheckpoint, NbitsMismatch
+from .staleness import file_sha256
 
 OFFLINE_ENV = "VIDEOSEAL_TFLITE_OFFLINE"
 CACHE_ENV = "VIDEOSEAL_TFLITE_CACHE"
@@ -57,14 +57,6 @@ class LoadedModel:
         if self.weights == "random-init":
             return f"{self.card.name} with RANDOM-INIT weights (seed {self.random_init_seed}); not a real watermarking model"
         return f"{self.card.name} with {self.weights} weights from {self.weights_path}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_architecture(card: Card) -> torch.nn.Module:
@@ -206,4 +198,4 @@ def load_model(card: Card, source: WeightSource = WeightSource()) -> LoadedModel
     else:
         path, kind = fetch_official_checkpoint(card), "official"
     load_checkpoint_into(model, card, path)
-    return LoadedModel(card, model.eval(), kind, str(path), sha256_file(path))
+    return LoadedModel(card, model.eval(), kind, str(path), file_sha256(path))

@@ -1,0 +1,98 @@
+"""Which layer's quantization costs the most? For one card, part and variant, rebuild the variant with one weight
+op (CONV_2D / TRANSPOSE_CONV / FULLY_CONNECTED / DEPTHWISE_CONV_2D) at a time left in float, and measure the
+number the quality bar uses (embedder: watermark relative error; detector: bit agreement) against FP32 on the
+16 evaluation images. Writes `artifacts/bench/sensitivity_<card>_<part>_<variant>.json` + `.md`:
+
+    .venv/bin/python scripts/layer_sensitivity.py --card videoseal_0.0 --part embedder --variant dynamic_int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from videoseal_tflite.atomic import write_text_atomic
+from videoseal_tflite.cards import load_card
+from videoseal_tflite.pipeline import calibration_feeds, check_set
+from videoseal_tflite.quantize.build import _quantize_bytes, compare
+from videoseal_tflite.quantize.recipes import base_recipe, keep_float
+from videoseal_tflite.validate.inspect_model import inspect_model
+from videoseal_tflite.validate.load_check import run_isolated
+
+WEIGHT_OPS = ("CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
+
+
+def weight_ops(fp32: Path) -> list[tuple[int, str, str]]:
+    """(node, op, scope regex) of every weight op; the regex matches that op's output tensor name only."""
+    ops = inspect_model(fp32, load=False).to_json(with_ops=True)["ops"]
+    # ai-edge-quantizer's scope of an op is its output tensor names joined by ';', plus a trailing ';'
+    return [(o["node"], o["op"], "^" + re.escape(o["source"] + ";") + "$") for o in ops if o["op"] in WEIGHT_OPS]
+
+
+def _metric(part: str, agreement) -> float:
+    return agreement.bit_agreement if part == "detector" else agreement.watermark_rel_err
+
+
+def scan(card_name: str, part: str, variant: str, artifacts: Path) -> dict:
+    card = load_card(card_name)
+    out_dir = artifacts / card.name
+    fp32 = sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite"))[0]
+    checks = check_set(card, out_dir, part, fp32)
+    calibration = calibration_feeds(card, part) if variant == "int8" else None
+    base = base_recipe(variant) + (keep_float(["INPUT", "OUTPUT"]) if variant == "int8" else [])
+    cache: dict = {}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vst-sens-") as tmp:
+        path = Path(tmp) / "model.tflite"
+
+        def measure(recipe) -> float | None:
+            path.write_bytes(_quantize_bytes(fp32, recipe, calibration, cache))
+            result, outputs = run_isolated(path, checks.inputs)
+            return _metric(part, compare(part, outputs, checks.fp32_outputs)) if result.loads else None
+
+        baseline = measure(base)
+        for node, op, regex in tqdm(weight_ops(fp32), desc=f"sensitivity {card.name} {part} {variant}", unit="op"):
+            rule = {"regex": regex, "operation": "*", "algorithm_key": "no_quantize"}
+            rows.append({"node": node, "op": op, "scope": regex[1:-2].replace("\\", "")[-160:],
+                         "metric_with_this_op_float": measure(base + [rule])})
+    better = (lambda m: -m) if part == "detector" else (lambda m: m)
+    rows.sort(key=lambda r: better(r["metric_with_this_op_float"]) if r["metric_with_this_op_float"] is not None else 1e9)
+    return {"card": card.name, "part": part, "variant": variant, "metric": "bit_agreement" if part == "detector"
+            else "watermark_rel_err", "baseline": baseline, "images": len(checks.inputs),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# Layer sensitivity: {record['card']} {record['part']} {record['variant']}", "",
+             f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
+             f"every op quantized: {record['baseline']:.4f}. Best first.", "",
+             f"| node | op | {record['metric']} with this op float | scope (tail) |", "|---|---|---|---|"]
+    for row in record["rows"]:
+        value = row["metric_with_this_op_float"]
+        lines.append(f"| {row['node']} | {row['op']} | {value:.4f} | `{row['scope'][-90:]}` |" if value is not None
+                     else f"| {row['node']} | {row['op']} | does not run | `{row['scope'][-90:]}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--card", required=True)
+    parser.add_argument("--part", choices=("embedder", "detector"), required=True)
+    parser.add_argument("--variant", choices=("weight_only_int8", "dynamic_int8", "int8"), required=True)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args()
+    record = scan(args.card, args.part, args.variant, args.artifacts)
+    stem = f"sensitivity_{record['card']}_{args.part}_{args.variant}"
+    write_text_atomic(args.artifacts / "bench" / f"{stem}.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(args.artifacts / "bench" / f"{stem}.md", markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
