@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -22,17 +21,15 @@ from videoseal_tflite.cards import load_card
 from videoseal_tflite.pipeline import calibration_feeds, check_set
 from videoseal_tflite.quantize.build import _quantize_bytes, compare
 from videoseal_tflite.quantize.recipes import base_recipe, keep_float
+from videoseal_tflite.quantize.repairs import WEIGHT_OPS, scope_regex
 from videoseal_tflite.validate.inspect_model import inspect_model
 from videoseal_tflite.validate.load_check import run_isolated
-
-WEIGHT_OPS = ("CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D")
 
 
 def weight_ops(fp32: Path) -> list[tuple[int, str, str]]:
     """(node, op, scope regex) of every weight op; the regex matches that op's output tensor name only."""
     ops = inspect_model(fp32, load=False).to_json(with_ops=True)["ops"]
-    # ai-edge-quantizer's scope of an op is its output tensor names joined by ';', plus a trailing ';'
-    return [(o["node"], o["op"], "^" + re.escape(o["source"] + ";") + "$") for o in ops if o["op"] in WEIGHT_OPS]
+    return [(o["node"], o["op"], scope_regex(o["source"])) for o in ops if o["op"] in WEIGHT_OPS]
 
 
 def _metric(part: str, agreement) -> float:

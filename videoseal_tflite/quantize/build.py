@@ -224,6 +224,7 @@ def quantize_variant(
     with atomic_path(target) as tmp:
         best: tuple[bytes, Agreement, list[Rule]] | None = None  # last build that met the sanity floors
         io: dict[str, dict] = {}
+        skip: set[str] = set()  # quality repairs that did not help on the current best build
         while True:
             attempts += 1
             data = _quantize_bytes(fp32_path, recipe, calibration, cache)
@@ -235,14 +236,19 @@ def quantize_variant(
             tmp.write_bytes(data)
             failure, agreement = _check(tmp, part, checks, convert_io=int8_io, variant=variant,
                                         repaired_for_speed=any(r.name == "attention_float" for r in repairs))
-            if failure is None and best is not None and quality_gap(variant, agreement) >= quality_gap(variant, best[1]):
-                # the quality repair did not help: go back to the previous build and stop
+            quality_repair = bool(repairs) and repairs[-1].removed_error.startswith(BELOW_BAR)
+            if best is not None and quality_repair and (
+                    failure is not None or quality_gap(variant, agreement) >= quality_gap(variant, best[1])):
+                # the quality repair did not help (or broke the model): undo it, keep the best build, try the next
                 undone = repairs.pop()
-                rejected.append({**dataclasses.asdict(undone), "result": dataclasses.asdict(agreement)})
-                data, agreement, recipe = best
+                result = dataclasses.asdict(agreement) if failure is None else f"broke the model: {failure}"
+                rejected.append({**dataclasses.asdict(undone), "on_top_of": [r.name for r in repairs], "result": result})
+                skip.add(undone.name)
+                (data, agreement, recipe), failure = best, None
                 tmp.write_bytes(data)
                 io = io_quantization(data)
-                break
+            elif quality_repair and failure is None:
+                skip.clear()  # it helped: repairs that did not help before may help on top of it
             if failure is None and quality_gap(variant, agreement) > 0:
                 failure_for_repair = f"{BELOW_BAR}: " + (
                     f"bit agreement {agreement.bit_agreement:.4f}" if agreement.bit_agreement is not None
@@ -252,19 +258,15 @@ def quantize_variant(
                 failure_for_repair = failure
             if failure_for_repair is None or not repair:
                 break
-            fix = find_repair(failure_for_repair, variant, {r.name for r in repairs})
-            if fix is None or (int8_io and fix.name == "float_io"):
+            found = find_repair(failure_for_repair, variant, {r.name for r in repairs} | skip, fp32_path)
+            if found is None or (int8_io and found[0].name == "float_io"):
+                if failure is None:
+                    tmp.write_bytes(data)  # the best build stands (a variant below its bar is still written)
                 break
+            fix, rules = found
             log.info("%s %s: %s -> repair %s", part, variant, failure_for_repair[:120], fix.name)
             repairs.append(RepairRecord(fix.name, fix.what, fix.why, failure_for_repair))
-            recipe = recipe + list(fix.rules)
-        if failure is not None and best is not None:
-            # a quality repair broke loading: the last good build stands
-            undone = repairs.pop()
-            rejected.append({**dataclasses.asdict(undone), "result": f"broke the model: {failure}"})
-            (data, agreement, recipe), failure = best, None
-            tmp.write_bytes(data)
-            io = io_quantization(data)
+            recipe = recipe + rules
         seconds = time.perf_counter() - start
         if failure is not None and repair:
             # nothing half-good is left behind: the temp file is removed by atomic_path
