@@ -4,6 +4,9 @@ number the quality bar uses (embedder: watermark relative error; detector: bit a
 16 evaluation images. Writes `artifacts/bench/sensitivity_<card>_<part>_<variant>.json` + `.md`:
 
     .venv/bin/python scripts/layer_sensitivity.py --card videoseal_0.0 --part embedder --variant dynamic_int8
+
+With `--on-built` the starting point is the built variant's own recipe (its repairs included, read from the
+file's metadata) instead of the base recipe; the record is then `sensitivity_<card>_<part>_<variant>_built.*`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from videoseal_tflite.pipeline import calibration_feeds, check_set
 from videoseal_tflite.quantize.build import _quantize_bytes, compare
 from videoseal_tflite.quantize.recipes import base_recipe, keep_float
 from videoseal_tflite.quantize.repairs import WEIGHT_OPS, scope_regex
+from videoseal_tflite.tflite_metadata import read_metadata
 from videoseal_tflite.validate.inspect_model import inspect_model
 from videoseal_tflite.validate.load_check import run_isolated
+
+
+TOP_K = (2, 3, 5, 8, 12)
 
 
 def weight_ops(fp32: Path) -> list[tuple[int, str, str]]:
@@ -36,13 +43,20 @@ def _metric(part: str, agreement) -> float:
     return agreement.bit_agreement if part == "detector" else agreement.watermark_rel_err
 
 
-def scan(card_name: str, part: str, variant: str, artifacts: Path) -> dict:
+def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: bool = False) -> dict:
     card = load_card(card_name)
     out_dir = artifacts / card.name
     fp32 = sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite"))[0]
     checks = check_set(card, out_dir, part, fp32)
     calibration = calibration_feeds(card, part) if variant == "int8" else None
     base = base_recipe(variant) + (keep_float(["INPUT", "OUTPUT"]) if variant == "int8" else [])
+    repairs: list[str] = []
+    if on_built:
+        built = sorted(out_dir.glob(f"{part}_{card.img_size}_{variant}.*tflite"))
+        meta = read_metadata(built[0].read_bytes()) if built else None
+        if not meta:
+            raise SystemExit(f"no built {part} {variant} with metadata under {out_dir}: run `videoseal-tflite quantize` first")
+        base, repairs = meta["recipe"], meta.get("repairs_applied", [])
     cache: dict = {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="vst-sens-") as tmp:
@@ -54,26 +68,35 @@ def scan(card_name: str, part: str, variant: str, artifacts: Path) -> dict:
             return _metric(part, compare(part, outputs, checks.fp32_outputs)) if result.loads else None
 
         baseline = measure(base)
+        rules = {}
         for node, op, regex in tqdm(weight_ops(fp32), desc=f"sensitivity {card.name} {part} {variant}", unit="op"):
-            rule = {"regex": regex, "operation": "*", "algorithm_key": "no_quantize"}
+            rules[node] = {"regex": regex, "operation": "*", "algorithm_key": "no_quantize"}
             rows.append({"node": node, "op": op, "scope": regex[1:-2].replace("\\", "")[-160:],
-                         "metric_with_this_op_float": measure(base + [rule])})
-    better = (lambda m: -m) if part == "detector" else (lambda m: m)
-    rows.sort(key=lambda r: better(r["metric_with_this_op_float"]) if r["metric_with_this_op_float"] is not None else 1e9)
-    return {"card": card.name, "part": part, "variant": variant, "metric": "bit_agreement" if part == "detector"
-            else "watermark_rel_err", "baseline": baseline, "images": len(checks.inputs),
+                         "metric_with_this_op_float": measure(base + [rules[node]])})
+        better = (lambda m: -m) if part == "detector" else (lambda m: m)
+        rows.sort(key=lambda r: better(r["metric_with_this_op_float"]) if r["metric_with_this_op_float"] is not None else 1e9)
+        # do the single-op gains add up? keep the k best ops float together
+        top_k = [{"k": k, "metric": measure(base + [rules[r["node"]] for r in rows[:k]])}
+                 for k in tqdm(TOP_K, desc="top-k together", unit="k") if k <= len(rows)]
+    return {"card": card.name, "part": part, "variant": variant, "on_built": on_built, "repairs": repairs, "metric": "bit_agreement" if part == "detector"
+            else "watermark_rel_err", "baseline": baseline, "top_k": top_k, "images": len(checks.inputs),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
 
 
 def markdown(record: dict) -> str:
     lines = [f"# Layer sensitivity: {record['card']} {record['part']} {record['variant']}", "",
              f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
-             f"every op quantized: {record['baseline']:.4f}. Best first.", "",
+             + (f"the built recipe (repairs: {', '.join(record['repairs'])}): " if record.get("on_built")
+                else "every op quantized: ") + f"{record['baseline']:.4f}. Best first.", "",
              f"| node | op | {record['metric']} with this op float | scope (tail) |", "|---|---|---|---|"]
     for row in record["rows"]:
         value = row["metric_with_this_op_float"]
         lines.append(f"| {row['node']} | {row['op']} | {value:.4f} | `{row['scope'][-90:]}` |" if value is not None
                      else f"| {row['node']} | {row['op']} | does not run | `{row['scope'][-90:]}` |")
+    if record.get("top_k"):
+        lines += ["", "The k best ops kept float together: " + ", ".join(
+            f"k={t['k']}: {t['metric']:.4f}" if t["metric"] is not None else f"k={t['k']}: does not run"
+            for t in record["top_k"]) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -83,9 +106,10 @@ def main() -> None:
     parser.add_argument("--part", choices=("embedder", "detector"), required=True)
     parser.add_argument("--variant", choices=("weight_only_int8", "dynamic_int8", "int8"), required=True)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--on-built", action="store_true", help="start from the built variant's recipe (with its repairs)")
     args = parser.parse_args()
-    record = scan(args.card, args.part, args.variant, args.artifacts)
-    stem = f"sensitivity_{record['card']}_{args.part}_{args.variant}"
+    record = scan(args.card, args.part, args.variant, args.artifacts, args.on_built)
+    stem = f"sensitivity_{record['card']}_{args.part}_{args.variant}" + ("_built" if args.on_built else "")
     write_text_atomic(args.artifacts / "bench" / f"{stem}.json", json.dumps(record, indent=2) + "\n")
     write_text_atomic(args.artifacts / "bench" / f"{stem}.md", markdown(record))
     print(markdown(record))
