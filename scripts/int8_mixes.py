@@ -49,11 +49,10 @@ A16W8_MIXES: dict[str, tuple[list[str], list[str]]] = {
 
 def a16w8(operations: list[str]) -> list:
     """Rules giving `operations` int16 (symmetric, per-tensor) activations and int8 per-channel weights."""
-    config = {"activation_tensor_config": {"num_bits": 16, "symmetric": True, "granularity": "TENSORWISE", "dtype": "INT"},
-              "weight_tensor_config": {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"},
-              "compute_precision": "INTEGER", "explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0}
-    return [{"regex": ".*", "operation": op, "algorithm_key": "min_max_uniform_quantize", "op_config": config}
-            for op in operations]
+    rule = base_recipe("int8")[0]  # the full-int8 rule, with activations widened to 16 bits
+    rule["op_config"]["activation_tensor_config"] = {"num_bits": 16, "symmetric": True, "granularity": "TENSORWISE",
+                                                     "dtype": "INT"}
+    return [{**rule, "operation": op} for op in operations]
 
 
 def _latency(path: Path, feed: dict, repeats: int = 20) -> float | None:

@@ -49,14 +49,14 @@ def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: boo
     fp32 = sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite"))[0]
     checks = check_set(card, out_dir, part, fp32)
     calibration = calibration_feeds(card, part) if variant == "int8" else None
-    base = base_recipe(variant) + (keep_float(["INPUT", "OUTPUT"]) if variant == "int8" else [])
-    repairs: list[str] = []
     if on_built:
         built = sorted(out_dir.glob(f"{part}_{card.img_size}_{variant}.*tflite"))
         meta = read_metadata(built[0].read_bytes()) if built else None
         if not meta:
             raise SystemExit(f"no built {part} {variant} with metadata under {out_dir}: run `videoseal-tflite quantize` first")
         base, repairs = meta["recipe"], meta.get("repairs_applied", [])
+    else:
+        base, repairs = base_recipe(variant) + (keep_float(["INPUT", "OUTPUT"]) if variant == "int8" else []), []
     cache: dict = {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="vst-sens-") as tmp:
@@ -86,7 +86,7 @@ def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: boo
 def markdown(record: dict) -> str:
     lines = [f"# Layer sensitivity: {record['card']} {record['part']} {record['variant']}", "",
              f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
-             + (f"the built recipe (repairs: {', '.join(record['repairs'])}): " if record.get("on_built")
+             + (f"the built recipe (repairs: {', '.join(record['repairs']) or 'none'}): " if record.get("on_built")
                 else "every op quantized: ") + f"{record['baseline']:.4f}. Best first.", "",
              f"| node | op | {record['metric']} with this op float | scope (tail) |", "|---|---|---|---|"]
     for row in record["rows"]:

@@ -30,7 +30,7 @@ def with_metadata(model_bytes: bytes, record: dict[str, Any]) -> bytes:
     # in one go. Same bytes either way: both routes write an alignment-1 uint8 vector.
     for buf in model.buffers:
         if buf.data is not None and not isinstance(buf.data, np.ndarray):
-            buf.data = np.frombuffer(bytes(buf.data), dtype=np.uint8)
+            buf.data = np.frombuffer(buf.data, dtype=np.uint8)
     payload = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
     buffer = schema_fb.BufferT()
     buffer.data = np.frombuffer(payload, dtype=np.uint8)
