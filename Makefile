@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # make fuzz: random (not derandomized) mutations of a real model through inspect + load; ~2 s per example
 FUZZ_EXAMPLES ?= 60
 
-.PHONY: setup convert convert-official validate bench test fuzz clean lock
+.PHONY: setup convert convert-official validate bench test test-fast lint fuzz clean lock
 
 setup: $(STAMP)
 
@@ -26,22 +26,23 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
-	@# triton arrives with some torch installs; with tensorflow in the same process it segfaults (FINDINGS §1)
+	@# triton arrives with some torch installs; with tensorflow in the same process it segfaults
 	$(PY) -m pip uninstall -y -q triton 2>/dev/null || true
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 convert: $(STAMP)
-	$(CLI) convert --out $(ARTIFACTS) --card $(CARD) $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(RANDOM_INIT),--random-init $(RANDOM_INIT))
+	$(CLI) convert --artifacts $(ARTIFACTS) --card $(CARD) $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(RANDOM_INIT),--random-init $(RANDOM_INIT))
 	$(CLI) validate --artifacts $(ARTIFACTS) --card $(CARD)
 
 convert-official: $(STAMP)
-	$(CLI) convert --out $(ARTIFACTS) --all-official --random-init 0
+	$(CLI) convert --artifacts $(ARTIFACTS) --all-official --random-init 0
 	$(CLI) validate --artifacts $(ARTIFACTS) --card videoseal_0.0
 	$(CLI) validate --artifacts $(ARTIFACTS) --card videoseal_1.0
 
+# the full report: every card present, full-resolution attacks included
 validate: $(STAMP)
-	$(CLI) validate --artifacts $(ARTIFACTS)
+	$(CLI) validate --artifacts $(ARTIFACTS) --attacks
 
 # Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init)
 bench: $(STAMP)
@@ -50,8 +51,18 @@ bench: $(STAMP)
 	$(CLI) bench --card videoseal_1.0 --random-init 0
 	$(PY) scripts/readme_performance.py
 
-test: $(STAMP)
+# lint first: a style error fails in seconds, not after the slow tests
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the fast tier (pytest marker `fast`): no conversion, under a minute
+test-fast: $(STAMP)
+	$(PY) -m pytest -m fast $(PYTEST_ARGS)
+
+# ruff, pinned in requirements.lock, configured in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check videoseal_tflite scripts tests
+	$(VENV)/bin/ruff format --check videoseal_tflite scripts tests
 
 fuzz: $(STAMP)
 	VIDEOSEAL_TFLITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VIDEOSEAL_TFLITE_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)

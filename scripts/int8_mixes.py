@@ -20,10 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.atomic import write_text_atomic
 from videoseal_tflite.cards import load_card
 from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import _quantize_bytes, calibrate_min_max, compare
+from videoseal_tflite.quantize.build import calibrate_min_max, compare, quantize_bytes
 from videoseal_tflite.quantize.recipes import base_recipe, keep_float
 from videoseal_tflite.quantize.repairs import ELEMENTWISE_OPS, NORM_OPS
 from videoseal_tflite.validate.load_check import run_isolated
@@ -50,8 +51,12 @@ A16W8_MIXES: dict[str, tuple[list[str], list[str]]] = {
 def a16w8(operations: list[str]) -> list:
     """Rules giving `operations` int16 (symmetric, per-tensor) activations and int8 per-channel weights."""
     rule = base_recipe("int8")[0]  # the full-int8 rule, with activations widened to 16 bits
-    rule["op_config"]["activation_tensor_config"] = {"num_bits": 16, "symmetric": True, "granularity": "TENSORWISE",
-                                                     "dtype": "INT"}
+    rule["op_config"]["activation_tensor_config"] = {
+        "num_bits": 16,
+        "symmetric": True,
+        "granularity": "TENSORWISE",
+        "dtype": "INT",
+    }
     return [{**rule, "operation": op} for op in operations]
 
 
@@ -64,11 +69,19 @@ def _latency(path: Path, feed: dict, repeats: int = 20) -> float | None:
 def explore(card_name: str, part: str, artifacts: Path) -> dict:
     card = load_card(card_name)
     out_dir = artifacts / card.name
-    fp32 = sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite"))[0]
+    fp32 = [p for a, p in Artifact.find(out_dir, part, "fp32") if a.size == card.img_size][0]
     checks = check_set(card, out_dir, part, fp32)
     calibration = calibration_feeds(card, part)
-    rows = [{"mix": "fp32", "range": None, "float_ops": None, "bytes": fp32.stat().st_size,
-             "ms_2t": _latency(fp32, checks.inputs[0]), "loads": True}]
+    rows = [
+        {
+            "mix": "fp32",
+            "range": None,
+            "float_ops": None,
+            "bytes": fp32.stat().st_size,
+            "ms_2t": _latency(fp32, checks.inputs[0]),
+            "loads": True,
+        }
+    ]
     qsv_cache: dict[str, dict] = {}
     steps = [(name, rng) for rng in RANGES for name in MIXES] + [(name, "min_max") for name in A16W8_MIXES]
     with tempfile.TemporaryDirectory(prefix="vst-mix-") as tmp:
@@ -79,8 +92,12 @@ def explore(card_name: str, part: str, artifacts: Path) -> dict:
             start = time.perf_counter()
             try:
                 if rng == "min_max":
-                    data = _quantize_bytes(fp32, recipe, calibration, {"qsv": qsv_cache.setdefault(
-                        name, calibrate_min_max(fp32, recipe, calibration))})
+                    data = quantize_bytes(
+                        fp32,
+                        recipe,
+                        calibration,
+                        {"qsv": qsv_cache.setdefault(name, calibrate_min_max(fp32, recipe, calibration))},
+                    )
                 else:
                     data = _legacy_moving_average(fp32, recipe, calibration)
             except Exception as exc:  # a mix the quantizer refuses is a result too
@@ -94,17 +111,26 @@ def explore(card_name: str, part: str, artifacts: Path) -> dict:
                 rows.append({**row, "error": result.error})
                 continue
             agreement = compare(part, outputs, checks.fp32_outputs)
-            row.update(bit_agreement=agreement.bit_agreement, watermark_rel_err=agreement.watermark_rel_err,
-                       watermark_corr=agreement.watermark_corr,
-                       ms_2t=_latency(path, checks.inputs[0], repeats=3 if int16_ops else 20))
+            row.update(
+                bit_agreement=agreement.bit_agreement,
+                watermark_rel_err=agreement.watermark_rel_err,
+                watermark_corr=agreement.watermark_corr,
+                ms_2t=_latency(path, checks.inputs[0], repeats=3 if int16_ops else 20),
+            )
             rows.append(row)
     fp32_ms = rows[0]["ms_2t"]
     for row in rows:
         if row.get("ms_2t") and fp32_ms:
             row["x_fp32_latency"] = round(row["ms_2t"] / fp32_ms, 3)
-    return {"card": card.name, "part": part, "fp32": str(fp32), "images": len(checks.inputs),
-            "machine": f"{platform.processor() or platform.machine()}, threads 2",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    return {
+        "card": card.name,
+        "part": part,
+        "fp32": str(fp32),
+        "images": len(checks.inputs),
+        "machine": f"{platform.processor() or platform.machine()}, threads 2",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rows": rows,
+    }
 
 
 def _legacy_moving_average(fp32: Path, recipe: list, calibration: list) -> bytes:
@@ -119,10 +145,15 @@ def _legacy_moving_average(fp32: Path, recipe: list, calibration: list) -> bytes
 
 def markdown(record: dict) -> str:
     metric = "bit agreement" if record["part"] == "detector" else "watermark rel. err (corr)"
-    lines = [f"# Full-int8 op mixes: {record['card']} {record['part']}", "",
-             f"{record['date']}, {record['machine']}; {record['images']} evaluation images vs the FP32 .tflite; "
-             "latency: LiteRT median of 20 invokes (3 for a16w8), 2 threads.", "",
-             f"| mix (ops kept float) | calibration range | MB | {metric} | ms | x FP32 |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Full-int8 op mixes: {record['card']} {record['part']}",
+        "",
+        f"{record['date']}, {record['machine']}; {record['images']} evaluation images vs the FP32 .tflite; "
+        "latency: LiteRT median of 20 invokes (3 for a16w8), 2 threads.",
+        "",
+        f"| mix (ops kept float) | calibration range | MB | {metric} | ms | x FP32 |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in record["rows"]:
         if not row.get("loads"):
             lines.append(f"| {row['mix']} | {row['range']} | - | failed: {row.get('error', '')[:120]} | - | - |")
@@ -134,8 +165,10 @@ def markdown(record: dict) -> str:
         else:
             value = f"{row['watermark_rel_err']:.3f} ({row['watermark_corr']:.3f})"
         ms = f"{row['ms_2t']:.2f}" if row.get("ms_2t") else "-"
-        lines.append(f"| {row['mix']} | {row['range'] or '-'} | {row['bytes'] / 1e6:.2f} | {value} | {ms} | "
-                     f"{row.get('x_fp32_latency', '-')} |")
+        lines.append(
+            f"| {row['mix']} | {row['range'] or '-'} | {row['bytes'] / 1e6:.2f} | {value} | {ms} | "
+            f"{row.get('x_fp32_latency', '-')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

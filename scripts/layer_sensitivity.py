@@ -19,16 +19,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.atomic import write_text_atomic
 from videoseal_tflite.cards import load_card
 from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import _quantize_bytes, compare
+from videoseal_tflite.quantize.build import compare, quantize_bytes
 from videoseal_tflite.quantize.recipes import base_recipe, keep_float
 from videoseal_tflite.quantize.repairs import WEIGHT_OPS, scope_regex
 from videoseal_tflite.tflite_metadata import read_metadata
 from videoseal_tflite.validate.inspect_model import inspect_model
 from videoseal_tflite.validate.load_check import run_isolated
-
 
 TOP_K = (2, 3, 5, 8, 12)
 
@@ -46,14 +46,16 @@ def _metric(part: str, agreement) -> float:
 def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: bool = False) -> dict:
     card = load_card(card_name)
     out_dir = artifacts / card.name
-    fp32 = sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite"))[0]
+    fp32 = [p for a, p in Artifact.find(out_dir, part, "fp32") if a.size == card.img_size][0]
     checks = check_set(card, out_dir, part, fp32)
     calibration = calibration_feeds(card, part) if variant == "int8" else None
     if on_built:
-        built = sorted(out_dir.glob(f"{part}_{card.img_size}_{variant}.*tflite"))
+        built = [p for a, p in Artifact.find(out_dir, part, variant) if a.size == card.img_size]
         meta = read_metadata(built[0].read_bytes()) if built else None
         if not meta:
-            raise SystemExit(f"no built {part} {variant} with metadata under {out_dir}: run `videoseal-tflite quantize` first")
+            raise SystemExit(
+                f"no built {part} {variant} with metadata under {out_dir}: run `videoseal-tflite quantize` first"
+            )
         base, repairs = meta["recipe"], meta.get("repairs_applied", [])
     else:
         base, repairs = base_recipe(variant) + (keep_float(["INPUT", "OUTPUT"]) if variant == "int8" else []), []
@@ -63,7 +65,7 @@ def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: boo
         path = Path(tmp) / "model.tflite"
 
         def measure(recipe) -> float | None:
-            path.write_bytes(_quantize_bytes(fp32, recipe, calibration, cache))
+            path.write_bytes(quantize_bytes(fp32, recipe, calibration, cache))
             result, outputs = run_isolated(path, checks.inputs)
             return _metric(part, compare(part, outputs, checks.fp32_outputs)) if result.loads else None
 
@@ -71,32 +73,71 @@ def scan(card_name: str, part: str, variant: str, artifacts: Path, on_built: boo
         rules = {}
         for node, op, regex in tqdm(weight_ops(fp32), desc=f"sensitivity {card.name} {part} {variant}", unit="op"):
             rules[node] = {"regex": regex, "operation": "*", "algorithm_key": "no_quantize"}
-            rows.append({"node": node, "op": op, "scope": regex[1:-2].replace("\\", "")[-160:],
-                         "metric_with_this_op_float": measure(base + [rules[node]])})
+            rows.append(
+                {
+                    "node": node,
+                    "op": op,
+                    "scope": regex[1:-2].replace("\\", "")[-160:],
+                    "metric_with_this_op_float": measure(base + [rules[node]]),
+                }
+            )
         better = (lambda m: -m) if part == "detector" else (lambda m: m)
-        rows.sort(key=lambda r: better(r["metric_with_this_op_float"]) if r["metric_with_this_op_float"] is not None else 1e9)
+        rows.sort(
+            key=lambda r: better(r["metric_with_this_op_float"]) if r["metric_with_this_op_float"] is not None else 1e9
+        )
         # do the single-op gains add up? keep the k best ops float together
-        top_k = [{"k": k, "metric": measure(base + [rules[r["node"]] for r in rows[:k]])}
-                 for k in tqdm(TOP_K, desc="top-k together", unit="k") if k <= len(rows)]
-    return {"card": card.name, "part": part, "variant": variant, "on_built": on_built, "repairs": repairs, "metric": "bit_agreement" if part == "detector"
-            else "watermark_rel_err", "baseline": baseline, "top_k": top_k, "images": len(checks.inputs),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+        top_k = [
+            {"k": k, "metric": measure(base + [rules[r["node"]] for r in rows[:k]])}
+            for k in tqdm(TOP_K, desc="top-k together", unit="k")
+            if k <= len(rows)
+        ]
+    return {
+        "card": card.name,
+        "part": part,
+        "variant": variant,
+        "on_built": on_built,
+        "repairs": repairs,
+        "metric": "bit_agreement" if part == "detector" else "watermark_rel_err",
+        "baseline": baseline,
+        "top_k": top_k,
+        "images": len(checks.inputs),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "rows": rows,
+    }
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Layer sensitivity: {record['card']} {record['part']} {record['variant']}", "",
-             f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
-             + (f"the built recipe (repairs: {', '.join(record['repairs']) or 'none'}): " if record.get("on_built")
-                else "every op quantized: ") + f"{record['baseline']:.4f}. Best first.", "",
-             f"| node | op | {record['metric']} with this op float | scope (tail) |", "|---|---|---|---|"]
+    lines = [
+        f"# Layer sensitivity: {record['card']} {record['part']} {record['variant']}",
+        "",
+        f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
+        + (
+            f"the built recipe (repairs: {', '.join(record['repairs']) or 'none'}): "
+            if record.get("on_built")
+            else "every op quantized: "
+        )
+        + f"{record['baseline']:.4f}. Best first.",
+        "",
+        f"| node | op | {record['metric']} with this op float | scope (tail) |",
+        "|---|---|---|---|",
+    ]
     for row in record["rows"]:
         value = row["metric_with_this_op_float"]
-        lines.append(f"| {row['node']} | {row['op']} | {value:.4f} | `{row['scope'][-90:]}` |" if value is not None
-                     else f"| {row['node']} | {row['op']} | does not run | `{row['scope'][-90:]}` |")
+        lines.append(
+            f"| {row['node']} | {row['op']} | {value:.4f} | `{row['scope'][-90:]}` |"
+            if value is not None
+            else f"| {row['node']} | {row['op']} | does not run | `{row['scope'][-90:]}` |"
+        )
     if record.get("top_k"):
-        lines += ["", "The k best ops kept float together: " + ", ".join(
-            f"k={t['k']}: {t['metric']:.4f}" if t["metric"] is not None else f"k={t['k']}: does not run"
-            for t in record["top_k"]) + "."]
+        lines += [
+            "",
+            "The k best ops kept float together: "
+            + ", ".join(
+                f"k={t['k']}: {t['metric']:.4f}" if t["metric"] is not None else f"k={t['k']}: does not run"
+                for t in record["top_k"]
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +147,9 @@ def main() -> None:
     parser.add_argument("--part", choices=("embedder", "detector"), required=True)
     parser.add_argument("--variant", choices=("weight_only_int8", "dynamic_int8", "int8"), required=True)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--on-built", action="store_true", help="start from the built variant's recipe (with its repairs)")
+    parser.add_argument(
+        "--on-built", action="store_true", help="start from the built variant's recipe (with its repairs)"
+    )
     args = parser.parse_args()
     record = scan(args.card, args.part, args.variant, args.artifacts, args.on_built)
     stem = f"sensitivity_{record['card']}_{args.part}_{args.variant}" + ("_built" if args.on_built else "")

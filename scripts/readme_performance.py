@@ -14,8 +14,11 @@ def main() -> None:
     root = Path(__file__).resolve().parent.parent
     readme = root / "README.md"
     # bench records only (their JSON has "parts"); the exploration scripts' records are cited where they are discussed
-    records = [p for p in sorted((root / "artifacts" / "bench").glob("*.md"))
-               if p.with_suffix(".json").is_file() and "parts" in json.loads(p.with_suffix(".json").read_text())]
+    records = [
+        p
+        for p in sorted((root / "artifacts" / "bench").glob("*.md"))
+        if p.with_suffix(".json").is_file() and "parts" in json.loads(p.with_suffix(".json").read_text())
+    ]
     body = "\n".join(p.read_text().strip() + "\n" for p in records) or "No benchmark record yet: run `make bench`.\n"
     text = readme.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the `compact` card's weights (videoseal_tflite/weights/compact.pth) on CPU.
 
-    .venv/bin/python scripts/train_compact.py --workdir runs/compact        # resumes if interrupted
+.venv/bin/python scripts/train_compact.py --workdir runs/compact        # resumes if interrupted
 """
 
 import argparse
@@ -13,7 +13,9 @@ from videoseal_tflite.training import TrainConfig, train
 def main() -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=Path("runs/compact"), help="checkpoints and summary (resumable)")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("runs/compact"), help="checkpoints and summary (resumable)"
+    )
     parser.add_argument("--out", type=Path, default=Path("videoseal_tflite/weights/compact.pth"), help="best weights")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--steps-detector", type=int, default=defaults.steps_detector)
@@ -24,8 +26,15 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args()
-    cfg = TrainConfig(seed=args.seed, steps_detector=args.steps_detector, steps_embedder=args.steps_embedder,
-                      steps_joint=args.steps_joint, batch=args.batch, threads=args.threads, eval_every=args.eval_every)
+    cfg = TrainConfig(
+        seed=args.seed,
+        steps_detector=args.steps_detector,
+        steps_embedder=args.steps_embedder,
+        steps_joint=args.steps_joint,
+        batch=args.batch,
+        threads=args.threads,
+        eval_every=args.eval_every,
+    )
     summary = train(cfg, args.workdir, args.out, resume=not args.no_resume)
     print(f"best held-out: {summary['best']}")
 

@@ -60,10 +60,16 @@ def test_verify_without_manifest(tmp_path, capsys):
 def test_second_writer_gets_a_clear_message(tmp_path):
     with output_lock(tmp_path):
         child = subprocess.run(
-            [sys.executable, "-c",
-             "from videoseal_tflite.lock import output_lock, FolderLocked\n"
-             f"try:\n    output_lock({str(tmp_path)!r}).__enter__()\nexcept FolderLocked as e:\n    print(e)"],
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-c",
+                "from videoseal_tflite.lock import output_lock, FolderLocked\n"
+                f"try:\n    output_lock({str(tmp_path)!r}).__enter__()\nexcept FolderLocked as e:\n    print(e)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert f"pid {os.getpid()}" in child.stdout and "is writing to" in child.stdout
     with output_lock(tmp_path):  # released: can be taken again
         pass
@@ -71,9 +77,27 @@ def test_second_writer_gets_a_clear_message(tmp_path):
 
 def test_sigterm_mid_conversion_leaves_no_partial_file(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "videoseal_tflite.cli", "convert", "--card", "videoseal_0.0",
-                             "--random-init", "0", "--part", "detector", "--variant", "fp32", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "videoseal_tflite.cli",
+            "convert",
+            "--card",
+            "videoseal_0.0",
+            "--random-init",
+            "0",
+            "--part",
+            "detector",
+            "--variant",
+            "fp32",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.rglob(".*.tmp-*")):
         time.sleep(0.2)  # wait until the converter has its temp file open

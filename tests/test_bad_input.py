@@ -29,7 +29,9 @@ def test_unknown_card(tmp_path, capsys):
     _assert_clean(tmp_path)
 
 
-@pytest.mark.parametrize("drop,field", [("args.nbits", "args.nbits"), ("extractor", "extractor"), ("embedder.model", "embedder.model")])
+@pytest.mark.parametrize(
+    "drop,field", [("args.nbits", "args.nbits"), ("extractor", "extractor"), ("embedder.model", "embedder.model")]
+)
 def test_card_missing_fields(tmp_path, capsys, drop, field):
     from videoseal_tflite.cards import resolve_card_path
 
@@ -57,7 +59,9 @@ def test_card_unknown_field(tmp_path, capsys):
 
 
 def test_missing_checkpoint(tmp_path, capsys):
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path)
+    )
     assert code != 0 and len(err) == 1 and "checkpoint not found" in err[0]
     _assert_clean(tmp_path)
 
@@ -65,7 +69,9 @@ def test_missing_checkpoint(tmp_path, capsys):
 def test_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"this is not a checkpoint")
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(bad), "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(bad), "--out", str(tmp_path / "o")
+    )
     assert code != 0 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0]
     _assert_clean(tmp_path / "o")
 
@@ -76,7 +82,9 @@ def test_truncated_checkpoint(tmp_path, capsys, loaded_models):
     data = full.read_bytes()
     cut = tmp_path / "cut.pth"
     cut.write_bytes(data[: len(data) // 3])
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(cut), "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(cut), "--out", str(tmp_path / "o")
+    )
     assert code != 0 and len(err) == 1
     assert "not a PyTorch checkpoint" in err[0] or "corrupt or truncated" in err[0]
     _assert_clean(tmp_path / "o")
@@ -85,7 +93,9 @@ def test_truncated_checkpoint(tmp_path, capsys, loaded_models):
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
     other = tmp_path / "other.pth"
     torch.save({"model": {"embedder.weight": torch.zeros(3)}}, other)
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(other), "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(other), "--out", str(tmp_path / "o")
+    )
     assert code != 0 and len(err) == 1 and "does not fit card videoseal_1.0" in err[0]
 
 
@@ -99,7 +109,9 @@ def test_nbits_mismatch(tmp_path, capsys):
     small.write_text(yaml.safe_dump(card))
     ckpt = tmp_path / "ckpt32.pth"
     torch.save({"model": build_architecture(load_card(small)).state_dict(), "args": {"nbits": 32}}, ckpt)
-    code, err = _run(capsys, "convert", "--card", "videoseal_0.0", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_0.0", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")
+    )
     assert code != 0 and len(err) == 1
     assert "card videoseal_0.0 has nbits=96 but checkpoint" in err[0] and "nbits=32" in err[0]
     _assert_clean(tmp_path / "o")

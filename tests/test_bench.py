@@ -7,7 +7,9 @@ from videoseal_tflite.weights import WeightSource
 
 
 def test_bench_smoke(tmp_path):
-    record = bench_card("compact", WeightSource(), tmp_path, variants=("dynamic_int8",), invokes=3, rounds=1, scaling=False)
+    record = bench_card(
+        "compact", WeightSource(), tmp_path, variants=("dynamic_int8",), invokes=3, rounds=1, scaling=False
+    )
     for part in ("embedder", "detector"):
         entry = record["parts"][part]
         assert entry["convert_fp32"]["ok"] and entry["convert_fp32"]["peak_rss_mb"] > 100

@@ -15,7 +15,7 @@ MIN_PSNR_DB = 35.0
 
 def test_bundled_weights_are_small_and_in_official_layout():
     card = load_card("compact")
-    path = card.path.parent.parent / card.checkpoint_url[len("package:"):]
+    path = card.path.parent.parent / card.checkpoint_url[len("package:") :]
     assert path.is_file() and path.stat().st_size <= 10 * 1024 * 1024
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert set(ckpt) >= {"model", "args"} and ckpt["args"]["nbits"] == card.nbits >= 16

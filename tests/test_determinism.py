@@ -27,8 +27,14 @@ def test_official_vit_detector_rerun_is_byte_identical(card_artifacts, tmp_path)
     from videoseal_tflite.weights import WeightSource
 
     first = card_artifacts("videoseal_0.0")
-    again = convert_card("videoseal_0.0", WeightSource(random_init_seed=0), tmp_path, parts=("detector",),
-                         variants=("int8",), progress=False)
+    again = convert_card(
+        "videoseal_0.0",
+        WeightSource(random_init_seed=0),
+        tmp_path,
+        parts=("detector",),
+        variants=("int8",),
+        progress=False,
+    )
     names = {p.name for p in again.out_dir.glob("*.tflite")}
     assert names == {"detector_256_fp32.random-init-seed0.tflite", "detector_256_int8.random-init-seed0.tflite"}
     for name in names:

@@ -41,8 +41,13 @@ edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2**31 - 1), st.inte
 cuts = st.one_of(st.none(), st.floats(0.0, 1.0))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not RANDOM,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=not RANDOM,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(edits=edits, cut=cuts)
 def test_mutated_model_gives_a_record_or_a_clean_error(seed_model, tmp_path_factory, edits, cut):
     path = Path(tmp_path_factory.mktemp("fuzz")) / "mutant.tflite"

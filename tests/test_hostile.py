@@ -52,7 +52,9 @@ def _png16(path: Path, rgb16: np.ndarray) -> None:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def _photo(path: Path, size: int = 96) -> Path:
@@ -152,58 +154,172 @@ def _embed(ctx, image: Path, *extra) -> list:
 CASES = {
     # .tflite files
     "tflite_zero_bytes": (lambda c: ["inspect", _model_file(c, b"")], "InvalidModelFile"),
-    "tflite_random_bytes": (lambda c: ["inspect", _model_file(c, np.random.default_rng(0).bytes(4096))], "InvalidModelFile"),
-    "tflite_header_only": (lambda c: ["inspect", _model_file(c, b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)], "InvalidModelFile"),
-    "tflite_truncated": (lambda c: ["inspect", _model_file(c, c["detector"].read_bytes()[:2_000_000])], "InvalidModelFile"),
-    "tflite_corrupt_buffers": (lambda c: ["inspect", _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes()))],
-                               "InvalidModelFile"),
-    "detect_with_corrupt_model": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector",
-                                             _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes()))], "InvalidModelFile"),
-    "detect_with_an_embedder": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["embedder"]], "InvalidModelFile"),
-    "detect_missing_model": (lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["tmp"] / "nope.tflite"],
-                             "InvalidModelFile"),
+    "tflite_random_bytes": (
+        lambda c: ["inspect", _model_file(c, np.random.default_rng(0).bytes(4096))],
+        "InvalidModelFile",
+    ),
+    "tflite_header_only": (
+        lambda c: ["inspect", _model_file(c, b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)],
+        "InvalidModelFile",
+    ),
+    "tflite_truncated": (
+        lambda c: ["inspect", _model_file(c, c["detector"].read_bytes()[:2_000_000])],
+        "InvalidModelFile",
+    ),
+    "tflite_corrupt_buffers": (
+        lambda c: ["inspect", _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes()))],
+        "InvalidModelFile",
+    ),
+    "detect_with_corrupt_model": (
+        lambda c: [
+            "detect",
+            _photo(c["tmp"] / "p.png"),
+            "--detector",
+            _model_file(c, _corrupt_buffer_length(c["detector"].read_bytes())),
+        ],
+        "InvalidModelFile",
+    ),
+    "detect_with_an_embedder": (
+        lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["embedder"]],
+        "InvalidModelFile",
+    ),
+    "detect_missing_model": (
+        lambda c: ["detect", _photo(c["tmp"] / "p.png"), "--detector", c["tmp"] / "nope.tflite"],
+        "InvalidModelFile",
+    ),
     # checkpoints
-    "checkpoint_missing": (lambda c: ["convert", "--card", "compact", "--checkpoint", c["tmp"] / "nope.pth", "--out", c["out"]],
-                           "InvalidCheckpoint"),
-    "checkpoint_zero_bytes": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, b""), "--out", c["out"]],
-                              "InvalidCheckpoint"),
-    "checkpoint_random_bytes": (lambda c: ["convert", "--card", "compact", "--checkpoint",
-                                           _checkpoint(c, np.random.default_rng(1).bytes(10_000)), "--out", c["out"]], "InvalidCheckpoint"),
-    "checkpoint_truncated": (lambda c: ["convert", "--card", "compact", "--checkpoint",
-                                        _checkpoint(c, COMPACT_WEIGHTS.read_bytes()[:1_000_000]),
-                                        "--out", c["out"]], "InvalidCheckpoint"),
-    "checkpoint_wrong_architecture": (lambda c: ["convert", "--card", "compact", "--checkpoint",
-                                                 _checkpoint(c, obj={"model": {"embedder.weight": torch.zeros(3)}}), "--out", c["out"]],
-                                      "InvalidCheckpoint"),
-    "checkpoint_not_a_dict": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=[1, 2, 3]), "--out", c["out"]],
-                              "InvalidCheckpoint"),
-    "checkpoint_wrong_nbits": (lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=_compact_state(nbits=32)),
-                                          "--out", c["out"]], "NbitsMismatch"),
+    "checkpoint_missing": (
+        lambda c: ["convert", "--card", "compact", "--checkpoint", c["tmp"] / "nope.pth", "--out", c["out"]],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_zero_bytes": (
+        lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, b""), "--out", c["out"]],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_random_bytes": (
+        lambda c: [
+            "convert",
+            "--card",
+            "compact",
+            "--checkpoint",
+            _checkpoint(c, np.random.default_rng(1).bytes(10_000)),
+            "--out",
+            c["out"],
+        ],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_truncated": (
+        lambda c: [
+            "convert",
+            "--card",
+            "compact",
+            "--checkpoint",
+            _checkpoint(c, COMPACT_WEIGHTS.read_bytes()[:1_000_000]),
+            "--out",
+            c["out"],
+        ],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_wrong_architecture": (
+        lambda c: [
+            "convert",
+            "--card",
+            "compact",
+            "--checkpoint",
+            _checkpoint(c, obj={"model": {"embedder.weight": torch.zeros(3)}}),
+            "--out",
+            c["out"],
+        ],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_not_a_dict": (
+        lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=[1, 2, 3]), "--out", c["out"]],
+        "InvalidCheckpoint",
+    ),
+    "checkpoint_wrong_nbits": (
+        lambda c: [
+            "convert",
+            "--card",
+            "compact",
+            "--checkpoint",
+            _checkpoint(c, obj=_compact_state(nbits=32)),
+            "--out",
+            c["out"],
+        ],
+        "NbitsMismatch",
+    ),
     # cards
-    "card_unknown": (lambda c: ["convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", c["out"]], "UnknownCard"),
-    "card_unknown_field": (lambda c: ["convert", "--card", _card_with(c, lambda t: t + "\nmystery_field: 1\n"), "--random-init", "0",
-                                      "--out", c["out"]], "InvalidCard"),
-    "card_nbits_not_a_number": (lambda c: ["convert", "--card", _card_with(c, lambda t: re.sub(r"nbits: \d+", "nbits: sixteen", t)),
-                                           "--random-init", "0", "--out", c["out"]], "InvalidCard"),
-    "card_not_yaml": (lambda c: ["convert", "--card", _card_with(c, lambda t: "{{{ not: yaml"), "--random-init", "0", "--out", c["out"]],
-                      "InvalidCard"),
+    "card_unknown": (
+        lambda c: ["convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", c["out"]],
+        "UnknownCard",
+    ),
+    "card_unknown_field": (
+        lambda c: [
+            "convert",
+            "--card",
+            _card_with(c, lambda t: t + "\nmystery_field: 1\n"),
+            "--random-init",
+            "0",
+            "--out",
+            c["out"],
+        ],
+        "InvalidCard",
+    ),
+    "card_nbits_not_a_number": (
+        lambda c: [
+            "convert",
+            "--card",
+            _card_with(c, lambda t: re.sub(r"nbits: \d+", "nbits: sixteen", t)),
+            "--random-init",
+            "0",
+            "--out",
+            c["out"],
+        ],
+        "InvalidCard",
+    ),
+    "card_not_yaml": (
+        lambda c: [
+            "convert",
+            "--card",
+            _card_with(c, lambda t: "{{{ not: yaml"),
+            "--random-init",
+            "0",
+            "--out",
+            c["out"],
+        ],
+        "InvalidCard",
+    ),
     # images
     "image_not_an_image": (lambda c: _embed(c, _image(c, "text"), "--message", MESSAGE), "InvalidImage"),
     "image_zero_bytes": (lambda c: _embed(c, _image(c, "zero"), "--message", MESSAGE), "InvalidImage"),
     "image_1x1": (lambda c: _embed(c, _image(c, "1x1"), "--message", MESSAGE), "InvalidImage"),
     "image_truncated_png": (lambda c: _embed(c, _image(c, "truncated"), "--message", MESSAGE), "InvalidImage"),
-    "image_16bit_png_truncated": (lambda c: ["detect", _image(c, "png16_truncated"), "--card", "compact", "--artifacts", c["root"]],
-                                  "InvalidImage"),
-    "image_missing_unicode_name": (lambda c: _embed(c, c["tmp"] / "fotó 照片.png", "--message", MESSAGE), "InvalidImage"),
+    "image_16bit_png_truncated": (
+        lambda c: ["detect", _image(c, "png16_truncated"), "--card", "compact", "--artifacts", c["root"]],
+        "InvalidImage",
+    ),
+    "image_missing_unicode_name": (
+        lambda c: _embed(c, c["tmp"] / "fotó 照片.png", "--message", MESSAGE),
+        "InvalidImage",
+    ),
     # messages
     "message_too_short": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", "0101"), "InvalidMessage"),
     "message_too_long": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", MESSAGE + "1"), "InvalidMessage"),
     "message_not_binary": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", "0120" * 4), "InvalidMessage"),
     "message_bad_hex": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message-hex", "zz12"), "InvalidMessage"),
-    "message_hex_wrong_length": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message-hex", "ABCDEF"), "InvalidMessage"),
+    "message_hex_wrong_length": (
+        lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message-hex", "ABCDEF"),
+        "InvalidMessage",
+    ),
     # outputs
-    "output_folder_is_a_file": (lambda c: ["convert", "--card", "compact", "--out", _model_file(c, b"x") / "sub"], "OutputNotWritable"),
-    "unknown_variant": (lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", MESSAGE, "--variant", "int3"), "UnknownVariant"),
+    "output_folder_is_a_file": (
+        lambda c: ["convert", "--card", "compact", "--out", _model_file(c, b"x") / "sub"],
+        "OutputNotWritable",
+    ),
+    "unknown_variant": (
+        lambda c: _embed(c, _photo(c["tmp"] / "p.png"), "--message", MESSAGE, "--variant", "int3"),
+        "UnknownVariant",
+    ),
 }
 
 
@@ -230,7 +346,9 @@ def test_there_are_at_least_20_hostile_cases():
 
 
 def _copy_compact(ctx, root: Path) -> Path:
-    shutil.copytree(ctx["detector"].parent, root / "compact", ignore=shutil.ignore_patterns("*_int8*", "*fp16*", "report*"))
+    shutil.copytree(
+        ctx["detector"].parent, root / "compact", ignore=shutil.ignore_patterns("*_int8*", "*fp16*", "report*")
+    )
     return root
 
 
@@ -248,7 +366,9 @@ def test_full_disk_during_quantize_leaves_nothing(ctx, capsys, monkeypatch):
         return real_write(self, data)
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
-    code, err, _ = _run(capsys, ["quantize", "--card", "compact", "--variant", "fp16", "--part", "detector", "--out", root])
+    code, err, _ = _run(
+        capsys, ["quantize", "--card", "compact", "--variant", "fp16", "--part", "detector", "--out", root]
+    )
     assert code == 2 and len(err) == 1, err
     assert ERROR_LINE.match(err[0]).group(1) == "OutputNotWritable" and "No space left on device" in err[0]
     assert sorted(p.name for p in root.rglob("*") if p.name != LOCK_NAME) == before  # no partial file, no manifest
@@ -310,13 +430,18 @@ def test_16bit_png_reads_like_its_8bit_twin(ctx, capsys):
     """A 16-bit RGB PNG is valid input: detection reads the same bits as from the 8-bit file it was made from."""
     src = _real_photo(ctx["tmp"] / "p.png")
     marked = ctx["tmp"] / "marked.png"
-    assert _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE])[0] == 0
+    assert (
+        _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE])[0]
+        == 0
+    )
     pixels = np.asarray(Image.open(marked).convert("RGB")).astype(np.uint16) * 257  # 8-bit v -> 16-bit v*257
     deep = ctx["tmp"] / "marked16.png"
     _png16(deep, pixels)
     results = []
     for path in (marked, deep):
-        code, err, out = _run(capsys, ["detect", path, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE])
+        code, err, out = _run(
+            capsys, ["detect", path, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE]
+        )
         assert code == 0, err
         results.append(out)
     assert results[0] == results[1] and "bit accuracy: " in results[0]
@@ -328,13 +453,17 @@ def test_paths_with_spaces_and_unicode(ctx, capsys):
     (root / "manifest.json").unlink(missing_ok=True)
     src = _real_photo(ctx["tmp"] / "фото с пробелом.png")
     marked = ctx["tmp"] / "résultat final 结果.png"
-    code, err, _ = _run(capsys, ["quantize", "--card", "compact", "--variant", "dynamic_int8", "--part", "detector", "--out", root])
+    code, err, _ = _run(
+        capsys, ["quantize", "--card", "compact", "--variant", "dynamic_int8", "--part", "detector", "--out", root]
+    )
     assert code == 0, err
     assert (root / "compact" / "detector_128_dynamic_int8.tflite").is_file()
     code, err, _ = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", root, "--message", MESSAGE])
     assert code == 0 and marked.is_file(), err
-    code, err, out = _run(capsys, ["detect", marked, "--card", "compact", "--artifacts", root, "--message", MESSAGE,
-                                   "--variant", "dynamic_int8"])
+    code, err, out = _run(
+        capsys,
+        ["detect", marked, "--card", "compact", "--artifacts", root, "--message", MESSAGE, "--variant", "dynamic_int8"],
+    )
     assert code == 0 and "bit accuracy: 1.0000" in out, (err, out)
     code, err, out = _run(capsys, ["inspect", root / "compact" / "detector_128_dynamic_int8.tflite"])
     assert code == 0 and "BATCH_MATMUL" in out, err

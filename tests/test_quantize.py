@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from videoseal_tflite.quantize.recipes import VARIANTS
 from videoseal_tflite.validate.load_check import load_check
+from videoseal_tflite.variants import spec, variant_names
 
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
 PARTS = ["embedder", "detector"]
 
-from videoseal_tflite.quantize.build import DETECTOR_MIN_BIT_AGREEMENT, EMBEDDER_MAX_REL_ERR
+
+VARIANTS = variant_names(quantized_only=True)
 
 
 def _report(card_artifacts):
@@ -21,8 +22,18 @@ def _report(card_artifacts):
     for card in CARDS:
         for v in card_artifacts(card).variants:
             a = v.agreement
-            rows.append((card, v.part, v.variant, v.status, a.bit_agreement if a else None, a.watermark_rel_err if a else None,
-                         [r.name for r in v.repairs_applied], v.error))
+            rows.append(
+                (
+                    card,
+                    v.part,
+                    v.variant,
+                    v.status,
+                    a.bit_agreement if a else None,
+                    a.watermark_rel_err if a else None,
+                    [r.name for r in v.repairs_applied],
+                    v.error,
+                )
+            )
     return rows
 
 
@@ -77,8 +88,14 @@ def test_int8_embedder_div_or_wrong_output_is_seen_and_acted_on(card_artifacts):
         v = card_artifacts(card).variant("embedder", "int8")
         names = [r.name for r in v.repairs_applied]
         assert names[0] == "float_io"
-        texts = " ".join([r.removed_error for r in v.repairs_applied] + [r["removed_error"] for r in v.repairs_rejected] + [v.error or ""])
-        assert any(t in texts for t in ("(DIV) failed to invoke", "output differs from FP32", "below the quality bar")), texts
+        texts = " ".join(
+            [r.removed_error for r in v.repairs_applied]
+            + [r["removed_error"] for r in v.repairs_rejected]
+            + [v.error or ""]
+        )
+        assert any(
+            t in texts for t in ("(DIV) failed to invoke", "output differs from FP32", "below the quality bar")
+        ), texts
         tried = names + [r["name"] for r in v.repairs_rejected]
         assert "norm_float_islands" in tried  # the float-island repair was tried (kept only where it helped)
 
@@ -102,12 +119,17 @@ def test_numbers_against_fp32(card, card_artifacts, capsys):
         assert a.images >= 16
         if v.part == "detector":
             print(f"{card} detector {v.variant}: bit agreement vs fp32 {a.bit_agreement:.4f}")
-            if a.bit_agreement < DETECTOR_MIN_BIT_AGREEMENT[v.variant]:
-                failures.append(f"{v.part} {v.variant} bit agreement {a.bit_agreement:.4f} < {DETECTOR_MIN_BIT_AGREEMENT[v.variant]}")
+            if a.bit_agreement < spec(v.variant).detector_min_bit_agreement:
+                failures.append(
+                    f"{v.part} {v.variant} bit agreement {a.bit_agreement:.4f} < "
+                    f"{spec(v.variant).detector_min_bit_agreement}"
+                )
         else:
             print(f"{card} embedder {v.variant}: watermark rel. err vs fp32 {a.watermark_rel_err:.4f}")
-            if a.watermark_rel_err > EMBEDDER_MAX_REL_ERR[v.variant]:
-                failures.append(f"{v.part} {v.variant} rel err {a.watermark_rel_err:.4f} > {EMBEDDER_MAX_REL_ERR[v.variant]}")
+            if a.watermark_rel_err > spec(v.variant).embedder_max_rel_err:
+                failures.append(
+                    f"{v.part} {v.variant} rel err {a.watermark_rel_err:.4f} > {spec(v.variant).embedder_max_rel_err}"
+                )
     with capsys.disabled():
         print("\n" + "\n".join(f"  {row}" for row in _report(card_artifacts) if row[0] == card))
     # every bar is met except these, measured and named so that a change either way is noticed

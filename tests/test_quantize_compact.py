@@ -9,11 +9,14 @@ import pytest
 from videoseal_tflite.cards import load_card
 from videoseal_tflite.images import evaluation_images
 from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import _quantize_bytes, compare, quantize_variant
-from videoseal_tflite.quantize.recipes import VARIANTS, base_recipe, keep_float
+from videoseal_tflite.quantize.build import compare, quantize_bytes, quantize_variant
+from videoseal_tflite.quantize.recipes import base_recipe, keep_float
 from videoseal_tflite.tflite_metadata import io_quantization, read_metadata
 from videoseal_tflite.validate.inspect_model import inspect_model
 from videoseal_tflite.validate.load_check import load_check, run_isolated
+from videoseal_tflite.variants import variant_names
+
+VARIANTS = variant_names(quantized_only=True)
 
 
 def test_every_compact_variant_is_built(compact_artifacts):
@@ -37,7 +40,7 @@ def test_naive_int8_detector_divides_by_zero_on_tflite_and_the_repair_removes_it
     fp32 = compact_artifacts.out_dir / "detector_128_fp32.tflite"
     recipe = base_recipe("int8") + keep_float(["INPUT", "OUTPUT"])
     naive = tmp_path / "naive_int8.tflite"
-    naive.write_bytes(_quantize_bytes(fp32, recipe, calibration_feeds(card, "detector"), {}))
+    naive.write_bytes(quantize_bytes(fp32, recipe, calibration_feeds(card, "detector"), {}))
     assert "quantized_div" in {f.kind for f in inspect_model(naive, load=False).errors}
     feeds = [{"image": img.pixels[None]} for img in evaluation_images(card.img_size)]
     result, outputs = run_isolated(naive, feeds, runtime="tflite")  # stops at the first image that hits it
@@ -85,3 +88,26 @@ def test_int8_io_model_has_raw_int8_interface_and_documents_it(compact_artifacts
     assert ((logits > 0) == (checks.fp32_outputs[0]["bit_logits"] > 0)).mean() >= 0.98
     ok, outputs = run_isolated(target, checks.inputs, convert_io=True)
     assert ok.loads and compare("detector", outputs, checks.fp32_outputs).bit_agreement >= 0.98
+
+
+def test_a_new_variant_is_one_row_plus_its_recipe(compact_artifacts, tmp_path, monkeypatch):
+    """Adding a variant: a row in variants.VARIANT_TABLE and its base recipe; nothing else is touched."""
+    import shutil
+
+    from videoseal_tflite import variants
+    from videoseal_tflite.artifact import Artifact
+    from videoseal_tflite.pipeline import quantize_card
+    from videoseal_tflite.quantize import recipes
+    from videoseal_tflite.tflite_metadata import read_metadata
+
+    row = variants.VariantSpec("int8_weights_copy", "int8_weights_copy", 1, 0.9, 0.9, repairs=())
+    monkeypatch.setattr(variants, "VARIANT_TABLE", [*variants.VARIANT_TABLE, row])
+    monkeypatch.setitem(recipes.BASE_RECIPES, "int8_weights_copy", recipes.BASE_RECIPES["weight_only_int8"])
+    root = tmp_path / "art"
+    shutil.copytree(compact_artifacts.out_dir, root / "compact", ignore=shutil.ignore_patterns("*_int8*", "*fp16*"))
+    results = quantize_card("compact", root, ("int8_weights_copy",), progress=False)
+    assert {(r.part, r.status) for r in results} == {("embedder", "ok"), ("detector", "ok")}
+    for part in ("embedder", "detector"):
+        ((art, path),) = Artifact.find(root / "compact", part, "int8_weights_copy")
+        assert path.name == f"{part}_128_int8_weights_copy.tflite" and load_check(path).loads
+        assert read_metadata(path.read_bytes())["variant"] == "int8_weights_copy"

@@ -9,7 +9,12 @@ from videoseal.modules.msg_processor import MsgProcessor
 from videoseal.modules.vit import add_decomposed_rel_pos
 
 from videoseal_tflite.cards import ATTENUATION_CONFIGS
-from videoseal_tflite.convert.rewrites import MatmulMsgProcessor, WhereJND, add_decomposed_rel_pos_act_lhs, apply_rewrites
+from videoseal_tflite.convert.rewrites import (
+    MatmulMsgProcessor,
+    WhereJND,
+    add_decomposed_rel_pos_act_lhs,
+    apply_rewrites,
+)
 
 
 @pytest.mark.parametrize("nbits,hidden,agg", [(96, 192, "concat"), (256, 256, "concat"), (16, 32, "add")])

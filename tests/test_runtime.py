@@ -43,7 +43,9 @@ def test_numpy_jnd_equals_videoseal_jnd(config):
 @pytest.mark.parametrize("size", [(256, 256), (600, 900), (97, 131)])
 def test_resize_equals_torch_antialiased_bilinear(size):
     image = bundled_image("coffee").pixels
-    expected = F.interpolate(torch.from_numpy(image)[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].numpy()
+    expected = F.interpolate(
+        torch.from_numpy(image)[None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )[0].numpy()
     np.testing.assert_allclose(resize_bilinear(image, *size), expected, atol=5e-5)  # float rounding, not method
 
 
@@ -57,10 +59,15 @@ def test_fp32_runtime_matches_videoseal_embed_and_detect(card, shape, card_artif
     message = np.random.default_rng(1).integers(0, 2, loaded_models(card).card.nbits).astype(np.float32)
     ours = Embedder(fp32["embedder"]).embed(image, message)
     with torch.no_grad():
-        theirs = model.embed(torch.from_numpy(image)[None], torch.from_numpy(message)[None], is_video=False)["imgs_w"][0].numpy()
+        theirs = model.embed(torch.from_numpy(image)[None], torch.from_numpy(message)[None], is_video=False)["imgs_w"][
+            0
+        ].numpy()
     psnr_between = _psnr(ours, theirs)
     gap = abs(_psnr(ours, image) - _psnr(theirs, image))
-    print(f"{card} {shape}: PSNR(tflite, torch) {psnr_between:.1f} dB; PSNR vs original {_psnr(ours, image):.2f} / {_psnr(theirs, image):.2f} dB")
+    print(
+        f"{card} {shape}: PSNR(tflite, torch) {psnr_between:.1f} dB; "
+        f"PSNR vs original {_psnr(ours, image):.2f} / {_psnr(theirs, image):.2f} dB"
+    )
     assert psnr_between >= 45.0
     assert gap <= 0.5
     # the detector on the same (8-bit) watermarked image: every bit agrees with PyTorch
@@ -87,15 +94,36 @@ def test_cli_embed_then_detect_roundtrip(tmp_path, card_artifacts, out_root, cap
     src = _save_jpeg(tmp_path / "photo.jpg")
     out = tmp_path / "marked.png"
     bits = "".join(np.random.default_rng(5).integers(0, 2, 256).astype(str))
-    assert main(["embed", str(src), str(out), "--message", bits, "--card", "videoseal_1.0", "--artifacts", str(out_root), "--json"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(src),
+                str(out),
+                "--message",
+                bits,
+                "--card",
+                "videoseal_1.0",
+                "--artifacts",
+                str(out_root),
+                "--json",
+            ]
+        )
+        == 0
+    )
     embedded = json.loads(capsys.readouterr().out)
     assert out.is_file() and len(embedded["bits"]) == 256 and 0 <= embedded["bit_accuracy"] <= 1
-    assert main(["detect", str(out), "--card", "videoseal_1.0", "--artifacts", str(out_root), "--message", bits, "--json"]) == 0
+    assert (
+        main(["detect", str(out), "--card", "videoseal_1.0", "--artifacts", str(out_root), "--message", bits, "--json"])
+        == 0
+    )
     detected = json.loads(capsys.readouterr().out)
     assert detected["bits"] == embedded["bits"] and detected["bit_accuracy"] == embedded["bit_accuracy"]
 
 
-@pytest.mark.parametrize("case", ["unreadable", "too_small", "short_message", "non_binary", "bad_hex", "no_variant", "bad_extension"])
+@pytest.mark.parametrize(
+    "case", ["unreadable", "too_small", "short_message", "non_binary", "bad_hex", "no_variant", "bad_extension"]
+)
 def test_cli_embed_bad_input(case, tmp_path, card_artifacts, out_root, capsys):
     card_artifacts("videoseal_1.0")
     src = _save_jpeg(tmp_path / "in.jpg")
@@ -103,8 +131,13 @@ def test_cli_embed_bad_input(case, tmp_path, card_artifacts, out_root, capsys):
     bits = "01" * 128
     args = ["embed", str(src), str(out), "--card", "videoseal_1.0", "--artifacts", str(out_root), "--message", bits]
     expect = {
-        "unreadable": "is not a readable image", "too_small": "at least 32x32", "short_message": "has 10 bits but the model takes 256",
-        "non_binary": "must be binary", "bad_hex": "hexadecimal", "no_variant": "unknown variant 'int3'", "bad_extension": "image extension",
+        "unreadable": "is not a readable image",
+        "too_small": "at least 32x32",
+        "short_message": "has 10 bits but the model takes 256",
+        "non_binary": "must be binary",
+        "bad_hex": "hexadecimal",
+        "no_variant": "unknown variant 'int3'",
+        "bad_extension": "image extension",
     }[case]
     if case == "unreadable":
         src.write_bytes(b"not an image at all")
@@ -140,7 +173,9 @@ def test_compact_runtime_matches_videoseal_with_real_accuracy(shape, compact_art
     message = np.random.default_rng(3).integers(0, 2, loaded.card.nbits).astype(np.float32)
     ours = Embedder(fp32["embedder"]).embed(image, message)
     with torch.no_grad():
-        theirs = loaded.model.embed(torch.from_numpy(image)[None], torch.from_numpy(message)[None], is_video=False)["imgs_w"][0].numpy()
+        theirs = loaded.model.embed(torch.from_numpy(image)[None], torch.from_numpy(message)[None], is_video=False)[
+            "imgs_w"
+        ][0].numpy()
     assert _psnr(ours, theirs) >= 45.0
     assert abs(_psnr(ours, image) - _psnr(theirs, image)) <= 0.5
     saved = to_uint8(ours).transpose(2, 0, 1).astype(np.float32) / 255

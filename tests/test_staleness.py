@@ -12,7 +12,10 @@ from videoseal_tflite.weights import WeightSource
 
 
 def _tree(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.tflite"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.tflite"))
+    }
 
 
 def test_rerun_reuses_everything_then_rebuilds_only_what_is_missing_or_tampered(compact_artifacts, out_root, tmp_path):

@@ -6,8 +6,9 @@ import torch
 
 from videoseal_tflite.training import TrainConfig, train
 
-TINY = TrainConfig(steps_detector=2, steps_embedder=2, steps_joint=2, batch=2, eval_every=1000, checkpoint_every=100,
-                   procedural_pool=4)
+TINY = TrainConfig(
+    steps_detector=2, steps_embedder=2, steps_joint=2, batch=2, eval_every=1000, checkpoint_every=100, procedural_pool=4
+)
 
 
 def _weights(path):

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .artifact import Artifact
 from .atomic import write_text_atomic
 from .cards import load_card
 from .convert.wrappers import export_module, sample_inputs
+from .interpreter import SignatureModel
 from .manifest import tool_versions
-from .quantize.recipes import VARIANTS
-from .validate.report import parse_artifact_name
+from .validate.coverage import xnnpack_coverage
+from .variants import order, spec, variant_names
 from .weights import WeightSource, load_model
-
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "weight_only_int8": 1, "dynamic_int8": 1, "int8": 1}
 
 
 def _cpu_model() -> str:
@@ -53,31 +53,26 @@ def _timed_child(command: list[str]) -> dict[str, Any]:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     err = proc.stderr.read() if proc.stderr else ""
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "ok": status == 0,
-            "error": None if status == 0 else (err.strip().splitlines() or ["?"])[-1][:300]}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "ok": status == 0,
+        "error": None if status == 0 else (err.strip().splitlines() or ["?"])[-1][:300],
+    }
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "videoseal_tflite.cli", *args]
 
 
-def _litert_latencies(paths: dict[str, Path], inputs: dict[str, dict[str, np.ndarray]], threads: int,
-                      invokes: int, rounds: int) -> dict[str, list[float]]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    runners = {}
-    for name, path in paths.items():
-        runner = Interpreter(model_path=str(path), num_threads=threads).get_signature_runner()
-        for _ in range(2):  # warm-up
-            runner(**inputs[name])
-        runners[name] = runner
+def _litert_latencies(
+    paths: dict[str, Path], inputs: dict[str, dict[str, np.ndarray]], threads: int, invokes: int, rounds: int
+) -> dict[str, list[float]]:
+    models = {name: SignatureModel(path, threads=threads) for name, path in paths.items()}
     times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):  # interleaved: drift hits every variant alike
-        for name, runner in runners.items():
-            for _ in range(max(1, invokes // rounds)):
-                start = time.perf_counter()
-                runner(**inputs[name])
-                times[name].append((time.perf_counter() - start) * 1000)
+    for i in range(rounds):  # interleaved: drift hits every variant alike
+        for name, model in models.items():
+            times[name] += model.time_ms(inputs[name], max(1, invokes // rounds), warmup=2 if i == 0 else 0)
     return times
 
 
@@ -99,58 +94,97 @@ def _torch_latency(module: torch.nn.Module, inputs: dict[str, torch.Tensor], thr
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"median": round(float(np.median(values)), 2), "p90": round(float(np.percentile(values, 90)), 2), "n": len(values)}
+    return {
+        "median": round(float(np.median(values)), 2),
+        "p90": round(float(np.percentile(values, 90)), 2),
+        "n": len(values),
+    }
 
 
-def bench_card(card_name: str, source: WeightSource, out_root: Path, variants: tuple[str, ...] = VARIANTS,
-               invokes: int = 20, rounds: int = 4, threads: tuple[int, ...] = (1, 2), scaling: bool = True) -> dict[str, Any]:
+def bench_card(
+    card_name: str,
+    source: WeightSource,
+    out_root: Path,
+    variants: tuple[str, ...] | None = None,
+    invokes: int = 20,
+    rounds: int = 4,
+    threads: tuple[int, ...] = (1, 2),
+    scaling: bool = True,
+) -> dict[str, Any]:
     card = load_card(card_name)
     loaded = load_model(card, source)
-    weight_args = (["--random-init", str(source.random_init_seed)] if source.random_init_seed is not None
-                   else (["--checkpoint", str(source.checkpoint)] if source.checkpoint else []))
+    variants = variant_names(quantized_only=True) if variants is None else variants
+    weight_args = (
+        ["--random-init", str(source.random_init_seed)]
+        if source.random_init_seed is not None
+        else (["--checkpoint", str(source.checkpoint)] if source.checkpoint else [])
+    )
     record: dict[str, Any] = {
-        "card": card.name, "weights": loaded.weights, "weights_label": loaded.label or None,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_model(), "cores": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in os.getloadavg()], "tool_versions": tool_versions(),
-        "invokes": invokes, "rounds": rounds, "parts": {},
+        "card": card.name,
+        "weights": loaded.weights,
+        "weights_label": loaded.label or None,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "tool_versions": tool_versions(),
+        "invokes": invokes,
+        "rounds": rounds,
+        "parts": {},
     }
     with tempfile.TemporaryDirectory(prefix="vst-bench-") as tmp:
         work = Path(tmp)
         for part in ("embedder", "detector"):
-            entry: dict[str, Any] = {}
-            entry["convert_fp32"] = _timed_child(_cli("convert", "--card", str(card.path), "--part", part, "--variant", "fp32",
-                                                      "--out", str(work), *weight_args))
-            entry["quantize"] = {v: _timed_child(_cli("quantize", "--card", str(card.path), "--part", part, "--variant", v, "--out", str(work)))
-                                 for v in variants}
-            files = {}
-            for path in sorted((work / card.name).glob(f"{part}_*.tflite")):
-                parsed = parse_artifact_name(path)
-                if parsed:
-                    files[parsed[2]] = path
-            wrapper = export_module(loaded.model, part, card.yuv)
-            params = sum(p.numel() for p in wrapper.parameters())
-            sample = sample_inputs(part, card.img_size, card.nbits, 1)
-            np_inputs = {k: v.numpy() for k, v in sample.items()}
-            entry["parameters"] = params
-            entry["pytorch_eager_ms"] = {}
-            entry["variants"] = {v: {"bytes": files[v].stat().st_size,
-                                     "bytes_vs_floor": round(files[v].stat().st_size / (params * BYTES_PER_WEIGHT[v]), 3)}
-                                 for v in files}
-            for t in threads:
-                entry["pytorch_eager_ms"][str(t)] = _stats(_torch_latency(wrapper, sample, t, invokes))
-                lat = _litert_latencies(files, {v: np_inputs for v in files}, t, invokes, rounds)
-                for v, values in lat.items():
-                    entry["variants"][v][f"litert_ms_{t}t"] = _stats(values)
-            for data in entry["variants"].values():
-                for t in threads:
-                    median = data[f"litert_ms_{t}t"]["median"]
-                    data[f"ratio_vs_fp32_{t}t"] = round(median / entry["variants"]["fp32"][f"litert_ms_{t}t"]["median"], 3)
-                    data[f"ratio_vs_pytorch_{t}t"] = round(median / entry["pytorch_eager_ms"][str(t)]["median"], 3)
-            record["parts"][part] = entry
+            entry = _build_costs(card, part, work, weight_args, variants)
+            record["parts"][part] = entry | _latencies(card, loaded, part, work, invokes, rounds, threads)
         if scaling:
             record["scaling"] = _scaling(card, loaded, work, weight_args, invokes)
     record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return record
+
+
+def _build_costs(card, part: str, work: Path, weight_args: list[str], variants: tuple[str, ...]) -> dict[str, Any]:
+    """Wall time and peak RSS of the FP32 conversion and of each quantization, one child process each."""
+    convert = _cli("convert", "--card", str(card.path), "--part", part, "--variant", "fp32", "--artifacts", str(work))
+    return {
+        "convert_fp32": _timed_child(convert + weight_args),
+        "quantize": {
+            v: _timed_child(
+                _cli("quantize", "--card", str(card.path), "--part", part, "--variant", v, "--artifacts", str(work))
+            )
+            for v in variants
+        },
+    }
+
+
+def _latencies(card, loaded, part: str, work: Path, invokes: int, rounds: int, threads: tuple[int, ...]) -> dict:
+    """Sizes against the weight floor, LiteRT latency per variant and PyTorch eager latency, per thread count."""
+    files = {a.variant: p for a, p in sorted(Artifact.find(work / card.name, part), key=lambda f: order(f[0].variant))}
+    wrapper = export_module(loaded.model, part, card.yuv)
+    params = sum(p.numel() for p in wrapper.parameters())
+    sample = sample_inputs(part, card.img_size, card.nbits, 1)
+    np_inputs = {k: v.numpy() for k, v in sample.items()}
+    entry: dict[str, Any] = {"parameters": params, "pytorch_eager_ms": {}}
+    entry["variants"] = {
+        v: {
+            "bytes": files[v].stat().st_size,
+            "bytes_vs_floor": round(files[v].stat().st_size / (params * spec(v).bytes_per_weight), 3),
+            "runtime": "LiteRT CPU",
+            "xnnpack": xnnpack_coverage(files[v]).to_json(),
+        }
+        for v in files
+    }
+    for t in threads:
+        entry["pytorch_eager_ms"][str(t)] = _stats(_torch_latency(wrapper, sample, t, invokes))
+        lat = _litert_latencies(files, {v: np_inputs for v in files}, t, invokes, rounds)
+        for v, values in lat.items():
+            entry["variants"][v][f"litert_ms_{t}t"] = _stats(values)
+    for data in entry["variants"].values():
+        for t in threads:
+            median = data[f"litert_ms_{t}t"]["median"]
+            data[f"ratio_vs_fp32_{t}t"] = round(median / entry["variants"]["fp32"][f"litert_ms_{t}t"]["median"], 3)
+            data[f"ratio_vs_pytorch_{t}t"] = round(median / entry["pytorch_eager_ms"][str(t)]["median"], 3)
+    return entry
 
 
 def _scaling(card, loaded, work: Path, weight_args: list[str], invokes: int) -> dict[str, Any]:
@@ -168,9 +202,23 @@ def _scaling(card, loaded, work: Path, weight_args: list[str], invokes: int) -> 
         variant_card = work / f"{card.name}_{size}.yaml"
         variant_card.write_text(yaml.safe_dump(raw))
         # weights: same seed / checkpoint; the detector's weights do not depend on the size for ConvNeXt
-        conv = _timed_child(_cli("convert", "--card", str(variant_card), "--part", "detector", "--variant", "fp32",
-                                 "--variant", "dynamic_int8", "--out", str(work), *weight_args))
-        files = {parse_artifact_name(p)[2]: p for p in (work / variant_card.stem).glob("detector_*.tflite")}
+        conv = _timed_child(
+            _cli(
+                "convert",
+                "--card",
+                str(variant_card),
+                "--part",
+                "detector",
+                "--variant",
+                "fp32",
+                "--variant",
+                "dynamic_int8",
+                "--artifacts",
+                str(work),
+                *weight_args,
+            )
+        )
+        files = {art.variant: path for art, path in Artifact.find(work / variant_card.stem, "detector")}
         if not conv["ok"] or "fp32" not in files:
             out[str(size)] = {"error": conv["error"]}
             continue
@@ -181,18 +229,32 @@ def _scaling(card, loaded, work: Path, weight_args: list[str], invokes: int) -> 
 
 
 def bench_markdown(record: dict[str, Any]) -> str:
-    lines = [f"### {record['card']} ({record['weights_label'] or record['weights']})", "",
-             f"{record['date']}, {record['cpu']} ({record['cores']} cores), load average {record['load_average_before']} -> "
-             f"{record['load_average_after']}; LiteRT median of {record['invokes']} invokes in {record['rounds']} interleaved rounds.", "",
-             "| part | variant | MB | x floor | ms 1t | ms 2t | p90 2t | x FP32 (2t) | x PyTorch (2t) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {record['card']} ({record['weights_label'] or record['weights']})",
+        "",
+        f"{record['date']}, {record['cpu']} ({record['cores']} cores), load average {record['load_average_before']} -> "
+        f"{record['load_average_after']}; LiteRT median of {record['invokes']} invokes in {record['rounds']} "
+        "interleaved rounds.",
+        "",
+        "| part | variant | runtime | delegate (nodes taken) | MB | x floor | ms 1 thread | ms 2 threads | "
+        "p90 2 threads | x FP32 (2 threads) | x PyTorch (2 threads) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for part, entry in record["parts"].items():
         for v, d in entry["variants"].items():
-            lines.append(f"| {part} | {v} | {d['bytes'] / 1e6:.2f} | {d['bytes_vs_floor']:.2f} | {d['litert_ms_1t']['median']:.1f} | "
-                         f"{d['litert_ms_2t']['median']:.1f} | {d['litert_ms_2t']['p90']:.1f} | {d['ratio_vs_fp32_2t']:.2f} | "
-                         f"{d['ratio_vs_pytorch_2t']:.2f} |")
+            cov = d.get("xnnpack")
+            delegate = f"XNNPACK ({cov['xnnpack_nodes']} of {cov['nodes']})" if cov else "XNNPACK (default)"
+            lines.append(
+                f"| {part} | {v} | LiteRT CPU | {delegate} | {d['bytes'] / 1e6:.2f} | {d['bytes_vs_floor']:.2f} | "
+                f"{d['litert_ms_1t']['median']:.1f} | "
+                f"{d['litert_ms_2t']['median']:.1f} | {d['litert_ms_2t']['p90']:.1f} | {d['ratio_vs_fp32_2t']:.2f} | "
+                f"{d['ratio_vs_pytorch_2t']:.2f} |"
+            )
         eager = entry["pytorch_eager_ms"]
-        lines.append(f"| {part} | PyTorch eager | - | - | {eager['1']['median']:.1f} | {eager['2']['median']:.1f} | {eager['2']['p90']:.1f} | - | 1.00 |")
+        lines.append(
+            f"| {part} | - | PyTorch eager | none | - | - | {eager['1']['median']:.1f} | {eager['2']['median']:.1f} | "
+            f"{eager['2']['p90']:.1f} | - | 1.00 |"
+        )
     lines += ["", "| part | step | wall s | peak RSS MB |", "|---|---|---|---|"]
     for part, entry in record["parts"].items():
         steps = {"convert fp32": entry["convert_fp32"], **{f"quantize {v}": q for v, q in entry["quantize"].items()}}
@@ -215,11 +277,18 @@ def targets(record: dict[str, Any]) -> list[str]:
     if quantized:
         best = min(quantized, key=lambda v: quantized[v]["ratio_vs_fp32_2t"])
         ratio = quantized[best]["ratio_vs_fp32_2t"]
-        out.append(f"fastest detector variant ({best}) <= 0.2x FP32: {ratio:.2f}x -> {'met' if ratio <= 0.2 else 'NOT met'} "
-                   "(its bit accuracy is in the card's report.md)")
-    total = sum(e["convert_fp32"]["seconds"] + sum(q["seconds"] for q in e["quantize"].values()) for e in record["parts"].values())
-    out.append(f"convert + every quantization of both parts, one process each: {total / 60:.1f} min -> "
-               f"{'met' if total <= 300 else 'NOT met'} (target <= 5 min)")
+        out.append(
+            f"fastest detector variant ({best}) <= 0.2x FP32: {ratio:.2f}x -> {'met' if ratio <= 0.2 else 'NOT met'} "
+            "(its bit accuracy is in the card's report.md)"
+        )
+    total = sum(
+        e["convert_fp32"]["seconds"] + sum(q["seconds"] for q in e["quantize"].values())
+        for e in record["parts"].values()
+    )
+    out.append(
+        f"convert + every quantization of both parts, one process each: {total / 60:.1f} min -> "
+        f"{'met' if total <= 300 else 'NOT met'} (target <= 5 min)"
+    )
     return out
 
 

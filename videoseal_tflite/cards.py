@@ -47,15 +47,14 @@ class Card:
     blending_method: str
     checkpoint_url: str | None
     heldout_images: tuple[str, ...] = ()
+    # video: the embedder runs on every step_size-th frame, its watermark reused in between (videoseal's
+    # `args.videoseal_step_size`; `Videoseal(step_size=4)` is videoseal's default)
+    step_size: int = 4
 
     @property
     def yuv(self) -> bool:
         """True when the embedder works on the Y channel only (videoseal's `*_yuv*` embedders)."""
         return "yuv" in self.embedder_model
-
-    @property
-    def watermark_channels(self) -> int:
-        return 1 if self.yuv else 3
 
     @property
     def bundled(self) -> bool:
@@ -97,6 +96,33 @@ def _require(mapping: Any, key: str, where: str, path: Path) -> Any:
     return mapping[key]
 
 
+def _checked_args(args: dict, path: Path) -> tuple[int, int, str | None, str, int]:
+    """nbits, processing size, attenuation, blending method and video step size from `args`, each checked."""
+    nbits = _require(args, "nbits", "args.", path)
+    if not isinstance(nbits, int) or isinstance(nbits, bool) or nbits <= 0:
+        raise InvalidCard(f"card {path} has args.nbits={nbits!r}; it must be a positive integer")
+    img_size = args.get("img_size_proc") or args.get("img_size_extractor") or args.get("img_size")
+    if not isinstance(img_size, int) or img_size < 32 or img_size % 16:
+        raise InvalidCard(
+            f"card {path} needs args.img_size_proc (or img_size_extractor), a multiple of 16, got {img_size!r}"
+        )
+    attenuation = args.get("attenuation")
+    if attenuation in (None, "None", "none", False):
+        attenuation = None
+    elif attenuation not in ATTENUATION_CONFIGS:
+        raise InvalidCard(f"card {path}: attenuation '{attenuation}' is not one of {', '.join(ATTENUATION_CONFIGS)}")
+    blending = args.get("blending_method", "additive")
+    if blending != "additive":
+        raise InvalidCard(f"card {path}: blending_method '{blending}' is not supported (only additive)")
+    for key in ("scaling_w", "scaling_i"):
+        if not isinstance(args.get(key, 1.0), (int, float)):
+            raise InvalidCard(f"card {path}: args.{key} must be a number")
+    step_size = args.get("videoseal_step_size", 4)
+    if not isinstance(step_size, int) or isinstance(step_size, bool) or step_size <= 0:
+        raise InvalidCard(f"card {path}: args.videoseal_step_size must be a positive integer, got {step_size!r}")
+    return nbits, int(img_size), attenuation, blending, step_size
+
+
 def load_card(name_or_path: str | Path) -> Card:
     """Parse and check a card. Raises UnknownCard / InvalidCard with one sentence."""
     path = resolve_card_path(name_or_path)
@@ -112,12 +138,7 @@ def load_card(name_or_path: str | Path) -> Card:
     args = _require(raw, "args", "", path)
     embedder = _require(raw, "embedder", "", path)
     extractor = _require(raw, "extractor", "", path)
-    nbits = _require(args, "nbits", "args.", path)
-    if not isinstance(nbits, int) or isinstance(nbits, bool) or nbits <= 0:
-        raise InvalidCard(f"card {path} has args.nbits={nbits!r}; it must be a positive integer")
-    img_size = args.get("img_size_proc") or args.get("img_size_extractor") or args.get("img_size")
-    if not isinstance(img_size, int) or img_size < 32 or img_size % 16:
-        raise InvalidCard(f"card {path} needs args.img_size_proc (or img_size_extractor), a multiple of 16, got {img_size!r}")
+    nbits, img_size, attenuation, blending, step_size = _checked_args(args, path)
     emb_model = _require(embedder, "model", "embedder.", path)
     ext_model = _require(extractor, "model", "extractor.", path)
     emb_params = _require(embedder, "params", "embedder.", path)
@@ -126,22 +147,11 @@ def load_card(name_or_path: str | Path) -> Card:
         raise InvalidCard(f"card {path}: embedder model '{emb_model}' is not supported (supported: unet*)")
     if not str(ext_model).startswith(_SUPPORTED_EXTRACTORS):
         raise InvalidCard(f"card {path}: extractor model '{ext_model}' is not supported (supported: sam*, convnext*)")
-    attenuation = args.get("attenuation")
-    if attenuation in (None, "None", "none", False):
-        attenuation = None
-    elif attenuation not in ATTENUATION_CONFIGS:
-        raise InvalidCard(f"card {path}: attenuation '{attenuation}' is not one of {', '.join(ATTENUATION_CONFIGS)}")
-    blending = args.get("blending_method", "additive")
-    if blending != "additive":
-        raise InvalidCard(f"card {path}: blending_method '{blending}' is not supported (only additive)")
-    for key in ("scaling_w", "scaling_i"):
-        if not isinstance(args.get(key, 1.0), (int, float)):
-            raise InvalidCard(f"card {path}: args.{key} must be a number")
     return Card(
         name=path.stem,
         path=path,
         nbits=nbits,
-        img_size=int(img_size),
+        img_size=img_size,
         embedder_model=str(emb_model),
         embedder_params=emb_params,
         extractor_model=str(ext_model),
@@ -153,4 +163,5 @@ def load_card(name_or_path: str | Path) -> Card:
         blending_method=blending,
         checkpoint_url=raw.get("checkpoint_path"),
         heldout_images=tuple(raw.get("heldout_images") or ()),
+        step_size=step_size,
     )

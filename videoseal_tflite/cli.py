@@ -11,36 +11,55 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import InvalidMessage, InvalidModelFile, UnknownVariant, VsTfliteError
+from .errors import InvalidMessage, InvalidModelFile, VsTfliteError
 
 PROG = "videoseal-tflite"
+
+
+def console_err():
+    from . import console
+
+    return console.stream()
+
+
+def _say(*args, **kwargs) -> None:
+    """A result line for the user: the terminal's stdout, also while third-party output goes to the log."""
+    from . import console
+
+    kwargs.setdefault("file", console.out())
+    print(*args, **kwargs)
 
 
 def _print_variants(results) -> None:
     for r in results:
         if r.status == "failed":
-            again = " (same inputs as the failed run recorded in quantize_log.json; --force retries)" if r.reused else ""
-            print(f"{r.part} {r.variant}: FAILED after {r.attempts} build(s): {r.error}{again}")
+            again = (
+                " (same inputs as the failed run recorded in quantize_log.json; --force retries)" if r.reused else ""
+            )
+            _say(f"{r.part} {r.variant}: FAILED after {r.attempts} build(s): {r.error}{again}")
             continue
         agree = r.agreement
-        metric = (f"bit agreement vs fp32 {agree.bit_agreement:.4f}" if agree.bit_agreement is not None
-                  else f"watermark rel. err vs fp32 {agree.watermark_rel_err:.4f}")
+        metric = (
+            f"bit agreement vs fp32 {agree.bit_agreement:.4f}"
+            if agree.bit_agreement is not None
+            else f"watermark rel. err vs fp32 {agree.watermark_rel_err:.4f}"
+        )
         repairs = f"  repairs: {', '.join(x.name for x in r.repairs_applied)}" if r.repairs_applied else ""
         repairs += "  (up to date, not rebuilt)" if r.reused else ""
         if r.repairs_rejected:
             repairs += f"  (tried, no better: {', '.join(x['name'] for x in r.repairs_rejected)})"
-        print(f"{r.path}  {r.bytes / 1e6:.1f} MB  {r.status}  {metric}{repairs}")
+        _say(f"{r.path}  {r.bytes / 1e6:.1f} MB  {r.status}  {metric}{repairs}")
 
 
 def _variants(args: argparse.Namespace) -> tuple[str, ...]:
-    from .quantize.recipes import VARIANTS
+    from .variants import variant_names
 
-    chosen = args.variant or ["fp32", *VARIANTS]
+    chosen = args.variant or variant_names()
     return tuple(v for v in chosen if v != "fp32")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert.wrappers import PARTS
+    from .artifact import PARTS
     from .pipeline import OFFICIAL_CARDS, convert_card
     from .weights import WeightSource
 
@@ -48,26 +67,36 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.all_official:
         cards += [c for c in OFFICIAL_CARDS if c not in cards]
     if not cards:
-        raise VsTfliteError("name a card with --card NAME (or --all-official)")
+        cards = [DEFAULT_CARD]
     if args.checkpoint and len(cards) > 1:
         raise VsTfliteError("--checkpoint applies to one card; give exactly one --card")
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     parts = tuple(args.part) if args.part else PARTS
     failed = 0
     for card in cards:
-        artifacts = convert_card(card, source, args.out, parts=parts, rewrites=not args.no_rewrites,
-                                 variants=_variants(args), int8_io=args.int8_io, force=args.force)
+        artifacts = convert_card(
+            card,
+            source,
+            args.artifacts,
+            parts=parts,
+            rewrites=not args.no_rewrites,
+            variants=_variants(args),
+            int8_io=args.int8_io,
+            force=args.force,
+        )
         for result in artifacts.converted:
             parity = result.parity
             bits = f", bit agreement {parity.bit_agreement:.3f}" if parity.bit_agreement is not None else ""
             took = "up to date, not rebuilt" if result.reused else f"{result.convert_seconds:.1f} s"
-            print(f"{result.path}  {result.bytes / 1e6:.1f} MB  fp32  {took}  "
-                  f"parity vs PyTorch max|diff| {parity.max_abs_diff:.2g}{bits}  [{result.weights}]")
+            _say(
+                f"{result.path}  {result.bytes / 1e6:.1f} MB  fp32  {took}  "
+                f"parity vs PyTorch max|diff| {parity.max_abs_diff:.2g}{bits}  [{result.weights}]"
+            )
         _print_variants(artifacts.variants)
         failed += sum(v.status == "failed" for v in artifacts.variants)
     if failed:
-        print(f"{failed} variant(s) failed and were not written; see quantize_log.json", file=sys.stderr)
-    return 0
+        _say(f"{failed} variant(s) failed and were not written; see quantize_log.json", file=console_err())
+    return 1 if failed else 0
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -75,13 +104,16 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     variants = _variants(args)
     if not variants:
-        raise VsTfliteError("nothing to do: give --variant fp16|weight_only_int8|dynamic_int8|int8")
-    from .convert.wrappers import PARTS
+        from .variants import variant_names
 
+        raise VsTfliteError(f"nothing to do: give --variant {'|'.join(variant_names(quantized_only=True))}")
+    from .artifact import PARTS
+
+    card = args.card or default_card(args.artifacts)
     parts = tuple(args.part) if args.part else PARTS
-    results = quantize_card(args.card, args.out, variants, parts=parts, int8_io=args.int8_io, force=args.force)
+    results = quantize_card(card, args.artifacts, variants, parts=parts, int8_io=args.int8_io, force=args.force)
     _print_variants(results)
-    return 0
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -97,20 +129,39 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_CARD = "videoseal_1.0"  # videoseal's own default card
+DEFAULT_CARD = "compact"  # what `make convert` builds: the card whose weights ship with the package
 
 
-def find_model(artifacts: Path, card: str, part: str, variant: str) -> Path:
+def cards_present(artifacts: Path) -> list[str]:
+    """Card folders under the artifact root that hold at least one artifact."""
+    from .artifact import Artifact
+
+    root = Path(artifacts)
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and Artifact.find(p)) if root.is_dir() else []
+
+
+def default_card(artifacts: Path) -> str:
+    """The one card present in the artifacts folder, else `make convert`'s default."""
+    present = cards_present(artifacts)
+    return present[0] if len(present) == 1 else DEFAULT_CARD
+
+
+def find_model(artifacts: Path, card: str | None, part: str, variant: str) -> Path:
     """artifacts/<card>/<part>_<size>_<variant>[.label].tflite; real weights are preferred over random-init."""
-    from .quantize.recipes import ALL_VARIANTS
+    from .artifact import Artifact
+    from .variants import spec
 
-    if variant not in ALL_VARIANTS:
-        raise UnknownVariant(f"unknown variant '{variant}'; known: {', '.join(ALL_VARIANTS)}")
-    folder = Path(artifacts) / card
-    found = sorted(folder.glob(f"{part}_*_{variant}.tflite")) + sorted(folder.glob(f"{part}_*_{variant}.*.tflite"))
+    spec(variant)  # UnknownVariant names the known ones
+    card = card or default_card(artifacts)
+    found = Artifact.find(Path(artifacts) / card, part, variant)
     if not found:
-        raise InvalidModelFile(f"no {variant} {part} for card {card} in {folder}; run `make convert` (or videoseal-tflite convert --card {card})")
-    return found[0]
+        present = cards_present(artifacts)
+        where = f"cards present in {artifacts}: {', '.join(present)}" if present else f"no card in {artifacts}"
+        raise InvalidModelFile(
+            f"no {variant} {part} for card {card} ({where}); run `make convert` "
+            f"(or videoseal-tflite convert --card {card})"
+        )
+    return found[0][1]
 
 
 def _message(args: argparse.Namespace, nbits: int):
@@ -130,11 +181,73 @@ def _detection_json(detection, message) -> dict:
     return out
 
 
+def _detection_logit_note(meta: dict) -> str | None:
+    """Why the detector's column 0 (detection logit) says nothing, or None when it was trained with the weights."""
+    if "random-init" in str(meta.get("weights_label", "")):
+        return "random-init weights: not a trained detection score"
+    return None
+
+
+def _verdict_lines(verdict) -> list[str]:
+    return [
+        f"matching bits: {verdict.matching_bits}/{verdict.nbits}",
+        f"p-value: {verdict.pvalue:.3g}",
+        f"verdict: {verdict.sentence()}",
+    ]
+
+
+def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Path, detector_path: Path) -> int:
+    from .runtime import Detector, bits_to_text
+    from .verdict import decide
+    from .video import card_step_size, detect_video, embed_video, output_format
+
+    output_format(args.output)  # a bad extension fails before any work
+    step_size = args.step_size if args.step_size is not None else card_step_size(embedder.model.meta)
+    result = embed_video(
+        args.input,
+        args.output,
+        embedder,
+        message,
+        step_size,
+        crf=args.crf,
+        preset=args.preset,
+        progress=sys.stderr.isatty(),
+    )
+    detection = detect_video(args.output, Detector(detector_path, args.threads))
+    verdict = decide(detection.bits, message, args.fpr)
+    report = {
+        "output": str(args.output),
+        "embedder": str(embedder_path),
+        "detector": str(detector_path),
+        **result.to_json(),
+        "bits": bits_to_text(detection.bits),
+        "bit_accuracy": detection.bit_accuracy(message),
+        **verdict.to_json(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        speed = result.frames / max(result.seconds_total, 1e-9)
+        print(
+            f"wrote {args.output} ({result.frames} frames, {result.width}x{result.height}, embedder on every "
+            f"{step_size}th frame, {speed:.1f} frames/s; {embedder_path.name})"
+        )
+        if result.padded:
+            print("note: odd frame size; one edge row/column was repeated to make it even (H.264 yuv420p)")
+        print(f"recovered bits: {report['bits']}")
+        frames_read = detection.bit_logits.shape[0]
+        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name}, {frames_read} frames)")
+        for line in _verdict_lines(verdict):
+            print(line)
+    return 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .atomic import atomic_path
     from .runtime import Detector, Embedder, load_image, to_uint8
+    from .video import is_video_path
 
     embedder_path = args.embedder or find_model(args.artifacts, args.card, "embedder", args.variant)
     detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.detector_variant)
@@ -142,6 +255,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     message = _message(args, embedder.nbits)
     if message is None:
         raise InvalidMessage("give the message to embed with --message BITS or --message-hex HEX")
+    if is_video_path(args.input):
+        return _embed_video(args, embedder, message, Path(embedder_path), Path(detector_path))
     image = load_image(args.input)
     if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
         raise VsTfliteError(f"output {args.output} needs an image extension (.png recommended: lossless)")
@@ -149,8 +264,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     with atomic_path(args.output) as tmp:
         Image.fromarray(watermarked).save(tmp, format=Image.registered_extensions()[args.output.suffix.lower()])
     detection = Detector(detector_path, args.threads).detect(load_image(args.output))
-    report = {"output": str(args.output), "embedder": str(embedder_path), "detector": str(detector_path),
-              **_detection_json(detection, message)}
+    report = {
+        "output": str(args.output),
+        "embedder": str(embedder_path),
+        "detector": str(detector_path),
+        **_detection_json(detection, message),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -160,29 +279,101 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect_video(args: argparse.Namespace, detector, message, detector_path: Path) -> int:
+    import numpy as np
+
+    from .runtime import bits_to_text
+    from .verdict import decide
+    from .video import detect_video
+
+    detection = detect_video(
+        args.input, detector, every=args.every, aggregation=args.aggregation, progress=sys.stderr.isatty()
+    )
+    note = _detection_logit_note(detector.model.meta)
+    report = {
+        "input": str(args.input),
+        "detector": str(detector_path),
+        "bits": bits_to_text(detection.bits),
+        "frames_decoded": detection.frames_decoded,
+        "frames_read": int(detection.bit_logits.shape[0]),
+        "every": args.every,
+        "aggregation": args.aggregation,
+        "soft_bits": [round(float(v), 6) for v in detection.soft_bits],
+        "detection_logit": None if note else float(np.mean(detection.detection_logits)),
+        "detection_logit_note": note or "mean over the frames read",
+    }
+    if message is not None:
+        verdict = decide(detection.bits, message, args.fpr)
+        per_frame = detection.frame_bit_accuracies(message)
+        report |= {
+            "bit_accuracy": detection.bit_accuracy(message),
+            **verdict.to_json(),
+            "frame_bit_accuracy": {
+                "mean": float(per_frame.mean()),
+                "std": float(per_frame.std()),
+                "min": float(per_frame.min()),
+                "max": float(per_frame.max()),
+                "per_frame": [float(v) for v in per_frame],
+                "frame_indices": [int(i) for i in detection.frame_indices],
+            },
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"bits: {report['bits']}")
+    print(
+        f"frames read: {report['frames_read']} of {report['frames_decoded']} (every {args.every}), "
+        f"aggregation {args.aggregation}"
+    )
+    logit = f"n/a ({note})" if note else f"{report['detection_logit']:.3f} (mean over frames)"
+    print(f"detection logit: {logit}")
+    if message is not None:
+        spread = report["frame_bit_accuracy"]
+        print(
+            f"bit accuracy: {report['bit_accuracy']:.4f} (per frame: mean {spread['mean']:.4f}, "
+            f"std {spread['std']:.4f}, min {spread['min']:.4f})"
+        )
+        for line in _verdict_lines(verdict):
+            print(line)
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from .runtime import Detector, load_image
+    from .verdict import decide
+    from .video import is_video_path
 
     detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.variant)
     detector = Detector(detector_path, args.threads)
     message = _message(args, detector.nbits)
+    if is_video_path(args.input):
+        return _detect_video(args, detector, message, Path(detector_path))
     detection = detector.detect(load_image(args.input))
+    note = _detection_logit_note(detector.model.meta)
     report = {"input": str(args.input), "detector": str(detector_path), **_detection_json(detection, message)}
+    if note:
+        report |= {"detection_logit": None, "detection_logit_note": note}
+    verdict = decide(detection.bits, message, args.fpr) if message is not None else None
+    if verdict is not None:
+        report |= verdict.to_json()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"bits: {report['bits']}")
-        print(f"detection logit: {detection.detection_logit:.3f}")
-        if message is not None:
+        print(f"detection logit: {'n/a (' + note + ')' if note else format(detection.detection_logit, '.3f')}")
+        if verdict is not None:
             print(f"bit accuracy: {report['bit_accuracy']:.4f}")
+            for line in _verdict_lines(verdict):
+                print(line)
     return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate.render import attack_losses
     from .validate.report import below_floor, validate_card, write_report
 
     root = Path(args.artifacts)
-    cards = [args.card] if args.card else sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.tflite"))) if root.is_dir() else []
+    cards = [args.card] if args.card else cards_present(root)
     if not cards:
         raise VsTfliteError(f"no card artifacts under {root}; run `make convert` first")
     problems, reports = [], []
@@ -190,51 +381,79 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         card_dir = root / card
         if not card_dir.is_dir():
             raise VsTfliteError(f"no artifacts for card {card} in {root}")
-        report = validate_card(card_dir, args.images, args.messages, args.threads, attacks=args.attacks)
+        report = validate_card(
+            card_dir, args.images, args.messages, args.threads, attacks=args.attacks, fullres=not args.no_fullres
+        )
         written = write_report(report, card_dir)
         reports.append(report)
         problems += below_floor(report, args.min_bit_acc, args.max_psnr_drop)
+        problems += [f"{card}: no {part} file (missing part)" for part in report["missing_parts"]]
+        if args.max_attack_loss is not None:
+            problems += attack_losses(report, args.max_attack_loss / 100)
         if not args.json:
-            print(f"{card}: wrote {', '.join(str(p) for p in written)}")
-            print((card_dir / "report.md").read_text())
+            _say(f"{card}: wrote {', '.join(str(p) for p in written)}")
+            _say((card_dir / "report.md").read_text())
     if args.json:
-        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+        _say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     for line in problems:
-        print(f"below floor: {line}", file=sys.stderr)
+        _say(f"below floor: {line}", file=console_err())
     return 1 if problems else 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .validate.verify import verify_artifacts
 
-    checked, problems = verify_artifacts(args.artifacts, load=not args.no_load)
+    root = args.artifacts_positional or args.artifacts
+    checked, problems = verify_artifacts(root, load=not args.no_load)
     for problem in problems:
         print(problem.line(), file=sys.stderr)
     if problems:
         return 1
-    print(f"{checked} files verified in {args.artifacts}: hashes match the manifest" + ("" if args.no_load else " and every file loads"))
+    print(
+        f"{checked} files verified in {root}: hashes match the manifest"
+        + ("" if args.no_load else " and every file loads")
+    )
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_shards
+
+    merged = merge_shards(args.shards, args.artifacts)
+    cards = sorted({Path(rel).parts[0] for rel in merged})
+    _say(f"merged {len(merged)} files of {', '.join(cards)} from {len(args.shards)} shard(s) into {args.artifacts}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_card, write_bench
-    from .quantize.recipes import VARIANTS
     from .weights import WeightSource
 
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
-    variants = tuple(v for v in (args.variant or VARIANTS) if v != "fp32")
-    record = bench_card(args.card, source, args.out, variants=variants, invokes=args.invokes, rounds=args.rounds,
-                        scaling=not args.no_scaling)
-    for path in write_bench(record, args.out):
-        print(f"wrote {path}")
-    print((Path(args.out) / f"{record['card']}.md").read_text())
+    out = Path(args.artifacts) / "bench"
+    record = bench_card(
+        args.card,
+        source,
+        out,
+        variants=_variants(args),
+        invokes=args.invokes,
+        rounds=args.rounds,
+        scaling=not args.no_scaling,
+    )
+    for path in write_bench(record, out):
+        _say(f"wrote {path}")
+    _say((out / f"{record['card']}.md").read_text())
     return 0
 
 
 def _cmd_pick(args: argparse.Namespace) -> int:
     from .validate.report import pick
 
-    path = Path(args.report) if args.report else Path(args.artifacts) / (args.card or DEFAULT_CARD) / "report.json"
+    path = (
+        Path(args.report)
+        if args.report
+        else Path(args.artifacts) / (args.card or default_card(args.artifacts)) / "report.json"
+    )
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
@@ -251,9 +470,12 @@ def _cmd_pick(args: argparse.Namespace) -> int:
 
 
 def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: bool) -> None:
-    parser.add_argument("--card", default=DEFAULT_CARD, help=f"card whose artifacts to use (default {DEFAULT_CARD})")
-    parser.add_argument("--variant", default="fp32", help="fp32, fp16, weight_only_int8, dynamic_int8 or int8")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
+    from .variants import variant_names
+
+    parser.add_argument("--card", help=f"card whose artifacts to use (default: the one present, else {DEFAULT_CARD})")
+    # checked against the table by find_model: an unknown name is one UnknownVariant line, not a usage dump
+    parser.add_argument("--variant", default="fp32", help=f"which file of the card: {', '.join(variant_names())}")
+    _artifacts_option(parser)
     parser.add_argument("--message", help="message bits, e.g. 0101... (as many as the card's nbits)")
     parser.add_argument("--message-hex", help="message as hexadecimal")
     parser.add_argument("--threads", type=int, default=2)
@@ -264,100 +486,256 @@ def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: boo
         parser.add_argument("--detector-variant", default="fp32", help="variant of the detector that checks the result")
 
 
-def _variant_options(parser: argparse.ArgumentParser) -> None:
-    from .quantize.recipes import ALL_VARIANTS
+def _artifacts_option(parser: argparse.ArgumentParser, out_alias: bool = False) -> None:
+    """`--artifacts DIR` everywhere; `--out` is the deprecated spelling some commands had (kept one release)."""
+    flags = ("--artifacts", "--out") if out_alias else ("--artifacts",)
+    parser.add_argument(
+        *flags,
+        dest="artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        help="artifact root (default: artifacts)" + ("; --out is a deprecated alias" if out_alias else ""),
+    )
 
-    parser.add_argument("--variant", action="append", choices=ALL_VARIANTS,
-                        help="build only this variant (repeatable; default: all of " + ", ".join(ALL_VARIANTS) + ")")
-    parser.add_argument("--int8-io", action="store_true",
-                        help="int8 variant: keep int8 model inputs/outputs (scale and zero point: manifest / metadata "
-                             "'io_quantization', real = (q - zero_point) * scale)")
-    parser.add_argument("--force", action="store_true",
-                        help="rebuild everything (default: reuse files whose inputs are unchanged and whose bytes match the manifest)")
+
+def _part_option(parser: argparse.ArgumentParser, **kwargs) -> None:
+    from .artifact import PARTS
+
+    parser.add_argument("--part", choices=PARTS, **kwargs)
+
+
+def _variant_choice(parser: argparse.ArgumentParser, help_text: str) -> None:
+    from .variants import variant_names
+
+    parser.add_argument("--variant", action="append", choices=variant_names(), help=help_text)
+
+
+def _variant_options(parser: argparse.ArgumentParser) -> None:
+    from .variants import variant_names
+
+    _variant_choice(parser, "build only this variant (repeatable; default: all of " + ", ".join(variant_names()) + ")")
+    parser.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="int8 variant: keep int8 model inputs/outputs (scale and zero point: manifest / metadata "
+        "'io_quantization', real = (q - zero_point) * scale)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild everything (default: reuse files whose inputs are unchanged and whose bytes match the manifest)",
+    )
+
+
+def _add_embed_and_detect(sub) -> None:
+    """The `embed` and `detect` subcommands: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
+    embed = sub.add_parser("embed", help="watermark an image or a video with the .tflite embedder")
+    embed.add_argument("input", type=Path, help="image, or video (.mp4 .m4v .mov .mkv .webm .avi; other names probed)")
+    embed.add_argument(
+        "output", type=Path, help="image (.png recommended) or video (.mp4 .m4v .mov .mkv: H.264 yuv420p, audio copied)"
+    )
+    _runtime_options(embed, with_detector_variant=True)
+    embed.add_argument(
+        "--step-size",
+        type=int,
+        metavar="K",
+        help="video: run the embedder on every K-th frame and reuse its watermark for the K-1 after it "
+        "(default: the card's videoseal_step_size, 4)",
+    )
+    embed.add_argument(
+        "--crf", type=int, default=23, help="video: libx264 constant rate factor, 0-51, lower is better (default 23)"
+    )
+    embed.add_argument(
+        "--preset", default="medium", help="video: libx264 preset, ultrafast ... veryslow (default medium)"
+    )
+    embed.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate of the verdict (default 1e-6)")
+    embed.set_defaults(func=_cmd_embed)
+
+    detect = sub.add_parser("detect", help="read the message bits from an image or a video with the .tflite detector")
+    detect.add_argument("input", type=Path)
+    _runtime_options(detect, with_detector_variant=False)
+    detect.add_argument(
+        "--every", type=int, default=1, metavar="N", help="video: read every N-th frame (default 1: all)"
+    )
+    detect.add_argument(
+        "--aggregation",
+        choices=("avg", "squared_avg", "l1norm_avg", "l2norm_avg"),
+        default="avg",
+        help="video: how per-frame soft bits are combined, as videoseal's extract_message (default avg)",
+    )
+    detect.add_argument(
+        "--fpr",
+        type=float,
+        default=1e-6,
+        help="with --message: false-positive rate at which the verdict is decided (default 1e-6); the "
+        "p-value is P(Binomial(nbits, 1/2) >= matching bits)",
+    )
+    detect.set_defaults(func=_cmd_detect)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, quantize, inspect, embed, detect.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="VideoSeal -> LiteRT/TFLite: convert, quantize, inspect, embed, detect."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_convert(sub)
+    _add_quantize(sub)
+    _add_inspect(sub)
+    _add_embed_and_detect(sub)
+    _add_validate(sub)
+    _add_verify(sub)
+    _add_merge(sub)
+    _add_bench(sub)
+    _add_pick(sub)
+    return parser
+
+
+def _add_convert(sub) -> None:
 
     convert = sub.add_parser("convert", help="convert a card's embedder and detector to FLOAT32 .tflite")
-    convert.add_argument("--card", action="append", help="card name (videoseal_0.0, videoseal_1.0) or card yaml path; repeatable")
+    convert.add_argument(
+        "--card",
+        action="append",
+        help=f"card name (compact, videoseal_0.0, videoseal_1.0) or card yaml path; repeatable "
+        f"(default {DEFAULT_CARD})",
+    )
     convert.add_argument("--all-official", action="store_true", help="both official cards")
     weights = convert.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help="checkpoint file in videoseal's layout ({'model': state_dict})")
-    weights.add_argument("--random-init", type=int, metavar="SEED", help="untrained, seeded random weights (labelled random-init)")
-    convert.add_argument("--part", action="append", choices=("embedder", "detector"), help="only this part (repeatable)")
-    convert.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
-    convert.add_argument("--no-rewrites", action="store_true", help="export the original graph, without TFLite-friendly rewrites")
+    weights.add_argument(
+        "--checkpoint", type=Path, help="checkpoint file in videoseal's layout ({'model': state_dict})"
+    )
+    weights.add_argument(
+        "--random-init", type=int, metavar="SEED", help="untrained, seeded random weights (labelled random-init)"
+    )
+    _part_option(convert, action="append", help="only this part (repeatable)")
+    _artifacts_option(convert, out_alias=True)
+    convert.add_argument(
+        "--no-rewrites", action="store_true", help="export the original graph, without TFLite-friendly rewrites"
+    )
     _variant_options(convert)
-    convert.set_defaults(func=_cmd_convert)
+    convert.set_defaults(func=_cmd_convert, quiet_step="convert")
 
+
+def _add_quantize(sub) -> None:
     quantize = sub.add_parser("quantize", help="build quantized variants from a card's FP32 .tflite files")
-    quantize.add_argument("--card", required=True, help="card name whose artifacts/<card>/*_fp32*.tflite to quantize")
-    quantize.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
-    quantize.add_argument("--part", action="append", choices=("embedder", "detector"), help="only this part (repeatable)")
+    quantize.add_argument(
+        "--card", help="card whose <artifacts>/<card>/*_fp32*.tflite to quantize (default: the one present)"
+    )
+    _artifacts_option(quantize, out_alias=True)
+    _part_option(quantize, action="append", help="only this part (repeatable)")
     _variant_options(quantize)
-    quantize.set_defaults(func=_cmd_quantize)
+    quantize.set_defaults(func=_cmd_quantize, quiet_step="quantize")
 
+
+def _add_inspect(sub) -> None:
     inspect = sub.add_parser("inspect", help="ops, operand dtypes, flags and a load check of a .tflite")
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="machine-readable output, every op included")
     inspect.add_argument("--no-load", action="store_true", help="static inspection only")
-    inspect.add_argument("--runtime", choices=("litert", "tflite"), default="litert", help="interpreter for the load check")
+    inspect.add_argument(
+        "--runtime", choices=("litert", "tflite"), default="litert", help="interpreter for the load check"
+    )
     inspect.set_defaults(func=_cmd_inspect)
 
-    embed = sub.add_parser("embed", help="watermark an image of any size with the .tflite embedder")
-    embed.add_argument("input", type=Path)
-    embed.add_argument("output", type=Path)
-    _runtime_options(embed, with_detector_variant=True)
-    embed.set_defaults(func=_cmd_embed)
 
-    detect = sub.add_parser("detect", help="read the message bits from an image with the .tflite detector")
-    detect.add_argument("input", type=Path)
-    _runtime_options(detect, with_detector_variant=False)
-    detect.set_defaults(func=_cmd_detect)
-
-    validate = sub.add_parser("validate", help="report size, load status, bit accuracy, PSNR and latency of every artifact")
+def _add_validate(sub) -> None:
+    validate = sub.add_parser(
+        "validate", help="report size, load status, bit accuracy, PSNR and latency of every artifact"
+    )
     validate.add_argument("--card", help="one card (default: every card folder in --artifacts)")
-    validate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    validate.add_argument("--images", type=Path, help="folder of PNG/JPEG images of any size (default: the evaluation set)")
+    _artifacts_option(validate)
+    validate.add_argument(
+        "--images", type=Path, help="folder of PNG/JPEG images of any size (default: the evaluation set)"
+    )
     validate.add_argument("--messages", type=int, default=2, help="random messages per image (default 2)")
     validate.add_argument("--threads", type=int, default=2)
     validate.add_argument("--json", action="store_true", help="print the report JSON")
-    validate.add_argument("--attacks", action="store_true",
-                          help="also bit accuracy under JPEG 50/80, 50%%-area crop, 0.5x resize, brightness x1.5, Gaussian blur")
+    validate.add_argument(
+        "--attacks",
+        action="store_true",
+        help="also bit accuracy at full resolution on the saved image under JPEG 80/50, 0.5x resize, "
+        "50%%-area crop read as is, H.264 CRF 23/30 (a clip of the image)",
+    )
+    validate.add_argument(
+        "--no-fullres", action="store_true", help="skip the full-resolution pass (processing-size numbers only; faster)"
+    )
+    validate.add_argument(
+        "--max-attack-loss",
+        type=float,
+        metavar="POINTS",
+        help="with --attacks: exit 1 naming every quantized file more than POINTS below FP32 under an attack",
+    )
     validate.add_argument("--min-bit-acc", type=float, help="exit 1 listing every record below this bit accuracy")
     validate.add_argument("--max-psnr-drop", type=float, help="exit 1 listing every embedder more than D dB below FP32")
-    validate.set_defaults(func=_cmd_validate)
+    validate.set_defaults(func=_cmd_validate, quiet_step="validate")
 
+
+def _add_verify(sub) -> None:
     verify = sub.add_parser("verify", help="check every artifact against manifest.json (hash, size, loads, no extras)")
-    verify.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
+    _artifacts_option(verify)
+    verify.add_argument(
+        "artifacts_positional",
+        type=Path,
+        nargs="?",
+        metavar="ARTIFACTS",
+        help="deprecated: the artifact root as a positional argument (use --artifacts)",
+    )
     verify.add_argument("--no-load", action="store_true", help="hashes only")
     verify.set_defaults(func=_cmd_verify)
 
+
+def _add_merge(sub) -> None:
+    merge = sub.add_parser(
+        "merge", help="combine artifact shards (one `convert --card C --part P` each) into one release"
+    )
+    merge.add_argument("shards", type=Path, nargs="+", metavar="SHARD", help="artifact roots written by convert")
+    _artifacts_option(merge)
+    merge.set_defaults(func=_cmd_merge)
+
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="conversion cost, size and latency per variant beside PyTorch eager")
     bench.add_argument("--card", required=True)
     bench_weights = bench.add_mutually_exclusive_group()
     bench_weights.add_argument("--checkpoint", type=Path)
     bench_weights.add_argument("--random-init", type=int, metavar="SEED")
-    bench.add_argument("--out", type=Path, default=Path("artifacts/bench"))
-    bench.add_argument("--variant", action="append", help="only these variants (repeatable)")
-    bench.add_argument("--invokes", type=int, default=20, help="timed invokes per variant and thread count (default 20)")
+    _artifacts_option(bench)  # the record goes to <artifacts>/bench/<card>.json + .md
+    _variant_choice(bench, "only this variant (repeatable; default: all)")
+    bench.add_argument(
+        "--invokes", type=int, default=20, help="timed invokes per variant and thread count (default 20)"
+    )
     bench.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 128/256/512 detector re-exports")
-    bench.set_defaults(func=_cmd_bench)
+    bench.set_defaults(func=_cmd_bench, quiet_step="bench")
 
-    pick = sub.add_parser("pick", help="the best variant that meets size/accuracy/latency constraints, from report.json")
-    pick.add_argument("--part", choices=("embedder", "detector"), required=True)
-    pick.add_argument("--card", help=f"card whose report to read (default {DEFAULT_CARD})")
-    pick.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+
+def _add_pick(sub) -> None:
+    pick = sub.add_parser(
+        "pick", help="the best variant that meets size/accuracy/latency constraints, from report.json"
+    )
+    _part_option(pick, required=True)
+    pick.add_argument("--card", help=f"card whose report to read (default: the one present, else {DEFAULT_CARD})")
+    _artifacts_option(pick)
     pick.add_argument("--report", type=Path, help="explicit report.json")
     pick.add_argument("--max-mb", type=float)
     pick.add_argument("--min-bit-acc", type=float)
     pick.add_argument("--max-ms", type=float)
     pick.set_defaults(func=_cmd_pick)
-    return parser
+
+
+def _log_dir(args: argparse.Namespace) -> Path | None:
+    """Where a long step's third-party output is kept: `<artifacts>/<card>/` (the root when several cards)."""
+    root = Path(getattr(args, "artifacts", None) or "artifacts")
+    card = getattr(args, "card", None)
+    cards = card if isinstance(card, list) else ([card] if card else [])
+    if getattr(args, "all_official", False) or len(cards) > 1:
+        return root
+    name = cards[0] if cards else (default_card(root) if args.command != "validate" else None)
+    if name is None:
+        present = cards_present(root)
+        return root / present[0] if len(present) == 1 else root
+    return root / (Path(name).stem if name.endswith((".yaml", ".yml")) else name)
 
 
 def _terminate(signum, frame):
@@ -370,19 +748,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # torch/timm/torchao deprecation chatter would bury the one line a user needs
         warnings.filterwarnings("ignore")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("videoseal_tflite").setLevel(logging.INFO)
     # SIGTERM (CI cancel, kill) unwinds like Ctrl-C, so temp files are removed and locks released
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        from . import console
+
+        step = getattr(args, "quiet_step", None)
+        with console.quiet(_log_dir(args), step or "", enabled=bool(step) and not args.verbose):
+            return args.func(args)
     except VsTfliteError as exc:
         print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the file system said no (permissions, full disk, ...) somewhere we did not foresee
-        print(f"{PROG}: error: {type(exc).__name__}: {exc.strerror or exc}"
-              f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        print(
+            f"{PROG}: error: {type(exc).__name__}: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no partial file was left behind", file=sys.stderr)

@@ -15,9 +15,34 @@ from PIL import Image
 from .errors import InvalidImage
 
 EVAL_BUNDLED = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "camera", "coins", "moon")
-CALIB_BUNDLED = ("brick", "grass", "gravel", "clock", "cell", "colorwheel", "hubble_deep_field", "retina",
-                 "page", "text", "logo", "checkerboard")
+CALIB_BUNDLED = (
+    "brick",
+    "grass",
+    "gravel",
+    "clock",
+    "cell",
+    "colorwheel",
+    "hubble_deep_field",
+    "retina",
+    "page",
+    "text",
+    "logo",
+    "checkerboard",
+)
 EVAL_PROCEDURAL_SEEDS = range(2000, 2008)
+# Full-resolution held-out photos (>= 512 px on the long side), never trained or calibrated on: what a user's
+# photo looks like to the runtime. `matplotlib:` names come from matplotlib's bundled sample data.
+EVAL_FULLRES_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "camera",
+    "immunohistochemistry",
+    "moon",
+    "stereo_motorcycle",
+    "matplotlib:grace_hopper.jpg",
+)
+EVAL_FULLRES_PROCEDURAL_SIZE = 512
 CALIB_PROCEDURAL_SEEDS = range(1000, 1024)
 TRAIN_PROCEDURAL_SEEDS = range(10_000, 100_000)  # training only; never in eval or calibration
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -57,6 +82,26 @@ def bundled_image(name: str) -> NamedImage:
     return NamedImage(f"skimage:{name}", to_rgb_float(getattr(skimage.data, name)()))
 
 
+def fullres_photo(name: str) -> NamedImage:
+    """A held-out photo at its own size (skimage's bundled data, or matplotlib's `sample_data`)."""
+    if name.startswith("matplotlib:"):
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "sample_data" / name.split(":", 1)[1]
+        return NamedImage(name, load_image_file(path).pixels)
+    import skimage.data
+
+    data = getattr(skimage.data, name)()
+    return NamedImage(f"skimage:{name}", to_rgb_float(data[0] if isinstance(data, tuple) else data))
+
+
+def fullres_evaluation_images() -> list[NamedImage]:
+    """The full-resolution held-out set: the photos above plus the procedural held-out seeds at 512 px."""
+    return [fullres_photo(n) for n in EVAL_FULLRES_PHOTOS] + [
+        procedural_image(s, EVAL_FULLRES_PROCEDURAL_SIZE) for s in EVAL_PROCEDURAL_SEEDS
+    ]
+
+
 def procedural_image(seed: int, size: int = 256) -> NamedImage:
     """'Dead leaves' (occluding discs of random colour and size) over a colour gradient, plus mild noise."""
     rng = np.random.default_rng(seed)
@@ -80,7 +125,7 @@ def fit_square(pixels: np.ndarray, size: int) -> np.ndarray:
     _, h, w = pixels.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    crop = pixels[:, top:top + side, left:left + side]
+    crop = pixels[:, top : top + side, left : left + side]
     if side == size:
         return crop.astype(np.float32)
     channels = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.Resampling.BICUBIC)) for c in crop]
@@ -104,7 +149,9 @@ def load_image_file(path: Path) -> NamedImage:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(im).astype(np.float32) / (65535.0 if im.mode.startswith("I;16") else max(float(np.asarray(im).max()), 1.0))
+                array = np.asarray(im).astype(np.float32) / (
+                    65535.0 if im.mode.startswith("I;16") else max(float(np.asarray(im).max()), 1.0)
+                )
             else:
                 array = np.asarray(im.convert("RGB"))
     except FileNotFoundError:

@@ -36,7 +36,9 @@ def output_lock(folder: Path) -> Iterator[None]:
         owner = handle.read().strip() or "unknown"
         handle.close()
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise FolderLocked(f"another videoseal-tflite run (pid {owner}) is writing to {folder}; wait for it to finish") from None
+            raise FolderLocked(
+                f"another videoseal-tflite run (pid {owner}) is writing to {folder}; wait for it to finish"
+            ) from None
         raise
     handle.seek(0)
     handle.truncate()

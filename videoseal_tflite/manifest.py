@@ -41,7 +41,12 @@ def update_manifest(root: Path, entries: dict[str, dict[str, Any]]) -> Path:
     manifest = read_manifest(root)
     files = {k: v for k, v in manifest["files"].items() if (root / k).is_file()}
     files.update(entries)
-    manifest = {"schema": 1, "tool_versions": tool_versions(), "files": dict(sorted(files.items()))}
-    target = root / MANIFEST_NAME
+    return write_manifest(root, files)
+
+
+def write_manifest(root: Path, files: dict[str, dict[str, Any]], tools: dict[str, str] | None = None) -> Path:
+    """The manifest with exactly `files`, entries sorted (the same bytes whichever order they were built in)."""
+    manifest = {"schema": 1, "tool_versions": tools or tool_versions(), "files": dict(sorted(files.items()))}
+    target = Path(root) / MANIFEST_NAME
     write_text_atomic(target, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return target

@@ -15,20 +15,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import console
+from .artifact import PARTS, Artifact, Provenance
 from .atomic import ensure_writable_dir, write_text_atomic
 from .cards import Card, load_card
-from .convert.export import ConvertedModel, artifact_name, convert_part
-from .convert.wrappers import PARTS
-from .errors import UnknownVariant, VsTfliteError
-from .lock import output_lock
+from .convert.export import ConvertedModel, convert_part
+from .errors import InvalidModelFile, VsTfliteError
 from .images import calibration_images, evaluation_images, random_messages
+from .lock import output_lock
 from .manifest import update_manifest
+from .quantize.build import CheckSet, VariantResult, make_check_set, quantize_variant
 from .runtime import attenuation_of, blend, round_8bit
-from .validate.load_check import run_isolated
-from .quantize.build import CALIBRATION_RANGE, CheckSet, VariantResult, build_variant, make_check_set
 from .staleness import input_hash, up_to_date
-from .quantize.recipes import VARIANTS
 from .tflite_metadata import read_metadata
+from .validate.load_check import run_isolated
+from .variants import spec, variant_names
 from .weights import LoadedModel, WeightSource, load_model
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,16 @@ class CardArtifacts:
 
 def _feeds(part: str, images: list, nbits: int, seed: int) -> list[dict[str, np.ndarray]]:
     messages = random_messages(len(images), nbits, seed)
-    return [{"image": img.pixels[None]} | ({"message": msg[None]} if part == "embedder" else {})
-            for img, msg in zip(images, messages)]
+    return [
+        {"image": img.pixels[None]} | ({"message": msg[None]} if part == "embedder" else {})
+        for img, msg in zip(images, messages)
+    ]
 
 
 def _watermarked_check_images(out_dir: Path, card: Card, images: list, seed: int) -> list[dict[str, np.ndarray]] | None:
     """Detector check inputs: the evaluation images watermarked by the FP32 embedder .tflite (8-bit), so that
     variant-vs-FP32 agreement is measured on logits that carry a message, not on noise around zero."""
-    embedders = sorted(out_dir.glob(f"embedder_{card.img_size}_fp32*.tflite"))
+    embedders = [path for art, path in Artifact.find(out_dir, "embedder", "fp32") if art.size == card.img_size]
     if not embedders:
         return None
     feeds = _feeds("embedder", images, card.nbits, seed)
@@ -67,9 +70,14 @@ def _watermarked_check_images(out_dir: Path, card: Card, images: list, seed: int
     if not result.loads:
         return None
     meta = read_metadata(embedders[0].read_bytes()) or {}
-    return [{"image": round_8bit(blend(feed["image"][0], out["watermark"][0], card.scaling_w, card.scaling_i,
-                                       attenuation_of(meta)))[None]}
-            for feed, out in zip(feeds, outputs)]
+    return [
+        {
+            "image": round_8bit(
+                blend(feed["image"][0], out["watermark"][0], card.scaling_w, card.scaling_i, attenuation_of(meta))
+            )[None]
+        }
+        for feed, out in zip(feeds, outputs)
+    ]
 
 
 def check_set(card: Card, out_dir: Path, part: str, fp32_path: Path, images: list | None = None) -> CheckSet:
@@ -88,34 +96,10 @@ def calibration_feeds(card: Card, part: str, images: list | None = None) -> list
     return _feeds(part, images, card.nbits, CALIBRATION_MESSAGE_SEED)
 
 
-def _fp32_entry(result: ConvertedModel, loaded: LoadedModel) -> dict:
-    return {
-        "sha256": result.sha256, "bytes": result.bytes, "card": result.card, "part": result.part,
-        "size": result.size, "variant": "fp32", "weights": loaded.weights, "weights_label": loaded.label or None,
-        "weights_path": loaded.weights_path, "weights_sha256": loaded.weights_sha256,
-        "rewrites": [dataclasses.asdict(r) for r in result.rewrites], "recipe": None, "repairs_applied": [],
-        "calibration_set": None, "parity_vs_pytorch": dataclasses.asdict(result.parity),
-    }
-
-
-def _variant_entry(result: VariantResult, fp32_meta: dict, calibration: list[str] | None) -> dict:
-    return {
-        "input_hash": result.input_hash, "io_quantization": result.io_quantization,
-        "calibration_range": CALIBRATION_RANGE if calibration else None,
-        "sha256": result.sha256, "bytes": result.bytes, "card": fp32_meta.get("card"), "part": result.part,
-        "size": fp32_meta.get("size"), "variant": result.variant, "weights": fp32_meta.get("weights"),
-        "weights_label": fp32_meta.get("weights_label") or None, "weights_sha256": fp32_meta.get("weights_sha256"),
-        "rewrites": fp32_meta.get("rewrites", []), "recipe": result.recipe,
-        "repairs_applied": [dataclasses.asdict(r) for r in result.repairs_applied],
-        "calibration_set": calibration, "status": result.status,
-        "agreement_vs_fp32": dataclasses.asdict(result.agreement) if result.agreement else None,
-    }
-
-
 def quantize_card(
     card_name: str,
     out_root: Path,
-    variants: tuple[str, ...] = VARIANTS,
+    variants: tuple[str, ...] | None = None,
     parts: tuple[str, ...] = PARTS,
     int8_io: bool = False,
     progress: bool = True,
@@ -129,30 +113,36 @@ def quantize_card(
 
 
 def _quantize_card(card, out_root, variants, parts, int8_io, progress, force) -> list[VariantResult]:
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise UnknownVariant(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    variants = variant_names(quantized_only=True) if variants is None else variants
+    for name in variants:
+        if not spec(name).quantized:
+            raise VsTfliteError(f"'{name}' is not a quantized variant; known: {', '.join(variant_names(True))}")
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
-    fp32_files = {part: sorted(out_dir.glob(f"{part}_{card.img_size}_fp32*.tflite")) for part in parts}
+    fp32_files = {
+        part: [p for a, p in Artifact.find(out_dir, part, "fp32") if a.size == card.img_size] for part in parts
+    }
     missing = [part for part, files in fp32_files.items() if not files]
     if missing:
-        raise VsTfliteError(f"no FP32 {' / '.join(missing)} .tflite in {out_dir}; run `videoseal-tflite convert --card {card.name}` first")
+        raise VsTfliteError(
+            f"no FP32 {' / '.join(missing)} .tflite in {out_dir}; "
+            f"run `videoseal-tflite convert --card {card.name}` first"
+        )
     calib_images, check_images = calibration_images(card.img_size), evaluation_images(card.img_size)
     calib_names = [img.name for img in calib_images]
     results: list[VariantResult] = []
     steps = [(part, path, variant) for part in parts for path in fp32_files[part] for variant in variants]
-    bar = tqdm(steps, desc=f"quantize {card.name}", unit="variant", disable=not progress, leave=False)
+    bar = tqdm(
+        steps, desc=f"quantize {card.name}", unit="variant", disable=not progress, leave=False, file=console.stream()
+    )
     checks: dict[Path, CheckSet] = {}
     previous_log = _read_quantize_log(out_dir)
     for part, fp32_path, variant in bar:
         bar.set_postfix_str(f"{part} {variant}")
-        fp32_bytes = fp32_path.read_bytes()
-        meta = read_metadata(fp32_bytes) or {}
-        label = meta.get("weights_label") or ""
-        target = out_dir / artifact_name(part, card.img_size, variant, label)
-        wanted = variant_input_hash(hashlib.sha256(fp32_bytes).hexdigest(), variant, int8_io,
-                                    calib_names if variant == "int8" else None)
-        reused = None if force else _reusable(out_root, target, wanted, previous_log.get(f"{part}/{variant}"))
+        parent = _variant_parent(fp32_path, variant, int8_io, calib_names if variant == "int8" else None)
+        target = parent.artifact.with_variant(variant).path(out_root)
+        reused = (
+            None if force else _reusable(out_root, target, parent.input_hash, previous_log.get(f"{part}/{variant}"))
+        )
         if reused is not None:
             log.info("%s %s %s is up to date (same inputs); not rebuilt", card.name, part, variant)
             results.append(reused)
@@ -160,16 +150,32 @@ def _quantize_card(card, out_root, variants, parts, int8_io, progress, force) ->
         if fp32_path not in checks:
             checks[fp32_path] = check_set(card, out_dir, part, fp32_path, check_images)
         calibration = calibration_feeds(card, part, calib_images) if variant == "int8" else None
-        result = build_variant(fp32_path, variant, target, checks[fp32_path], calibration, repair=True, int8_io=int8_io)
-        result = dataclasses.replace(result, input_hash=wanted)
+        result = quantize_variant(
+            fp32_path, variant, target, checks[fp32_path], calibration, int8_io=int8_io, provenance=parent
+        )
+        result = dataclasses.replace(result, input_hash=parent.input_hash)
         results.append(result)
         if result.status == "failed":
-            tqdm.write(f"{card.name} {part} {variant}: FAILED ({result.error})")
+            tqdm.write(f"{card.name} {part} {variant}: FAILED ({result.error})", file=console.stream())
             continue
-        entry = _variant_entry(result, meta, calib_names if variant == "int8" else None)
-        update_manifest(out_root, {str(target.relative_to(out_root)): entry})
+        update_manifest(
+            out_root, {str(target.relative_to(out_root)): result.provenance.manifest_entry(result.sha256, result.bytes)}
+        )
     _write_quantize_log(out_dir, results)
     return results
+
+
+def _variant_parent(fp32_path: Path, variant: str, int8_io: bool, calibrated: list[str] | None) -> Provenance:
+    """The FP32 file's provenance with what this variant's build adds before it starts: calibration set, input hash."""
+    fp32_bytes = fp32_path.read_bytes()
+    meta = read_metadata(fp32_bytes)
+    if not meta:
+        raise InvalidModelFile(f"{fp32_path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
+    return dataclasses.replace(
+        Provenance.from_json(meta),
+        calibration_set=calibrated,
+        input_hash=variant_input_hash(hashlib.sha256(fp32_bytes).hexdigest(), variant, int8_io, calibrated),
+    )
 
 
 def _reusable(out_root: Path, target: Path, wanted: str, logged: dict | None) -> VariantResult | None:
@@ -205,7 +211,7 @@ def convert_card(
     out_root: Path,
     parts: tuple[str, ...] = PARTS,
     rewrites: bool = True,
-    variants: tuple[str, ...] = VARIANTS,
+    variants: tuple[str, ...] | None = None,
     int8_io: bool = False,
     progress: bool = True,
     force: bool = False,
@@ -223,27 +229,41 @@ def _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, pr
     loaded = load_model(card, source)
     log.info("converting %s", loaded.describe())
     converted = []
-    for part in tqdm(parts, desc=f"convert {card.name}", unit="part", disable=not progress, leave=False):
+    for part in tqdm(
+        parts, desc=f"convert {card.name}", unit="part", disable=not progress, leave=False, file=console.stream()
+    ):
         wanted = fp32_input_hash(card, loaded, part, rewrites)
-        target = out_dir / artifact_name(part, card.img_size, "fp32", loaded.label)
+        target = Artifact(card.name, part, card.img_size, "fp32", loaded.label).path(out_root)
         entry = None if force else up_to_date(Path(out_root), target, wanted)
         if entry is not None:
             log.info("%s is up to date (same inputs); not rebuilt", target)
             converted.append(ConvertedModel.from_manifest(target, entry))
             continue
-        result = convert_part(loaded, part, out_dir, rewrites=rewrites)
+        result = convert_part(loaded, part, out_dir, rewrites=rewrites, input_hash=wanted)
         converted.append(result)
-        update_manifest(out_root, {str(result.path.relative_to(out_root)): {**_fp32_entry(result, loaded), "input_hash": wanted}})
+        update_manifest(
+            out_root,
+            {str(result.path.relative_to(out_root)): result.provenance.manifest_entry(result.sha256, result.bytes)},
+        )
+    variants = variant_names(quantized_only=True) if variants is None else variants
     quantized = _quantize_card(card, out_root, variants, parts, int8_io, progress, force) if variants else []
     return CardArtifacts(card.name, out_dir, converted, quantized)
 
 
 def fp32_input_hash(card: Card, loaded: LoadedModel, part: str, rewrites: bool) -> str:
     """Everything an FP32 .tflite is built from: the card file, the weights, the part, the rewrites."""
-    return input_hash("convert", card=Path(card.path).read_text(encoding="utf-8"), part=part, rewrites=rewrites,
-                      weights=loaded.weights, weights_sha256=loaded.weights_sha256, seed=loaded.random_init_seed)
+    return input_hash(
+        "convert",
+        card=Path(card.path).read_text(encoding="utf-8"),
+        part=part,
+        rewrites=rewrites,
+        weights=loaded.weights,
+        weights_sha256=loaded.weights_sha256,
+        seed=loaded.random_init_seed,
+    )
 
 
 def variant_input_hash(fp32_sha256: str, variant: str, int8_io: bool, calibration: list[str] | None) -> str:
-    """Everything a quantized variant is built from: the FP32 file, the recipe and repairs (code), the calibration set."""
+    """Everything a quantized variant is built from: the FP32 file, the recipe and repairs (code), the
+    calibration set."""
     return input_hash("quantize", fp32_sha256=fp32_sha256, variant=variant, int8_io=int8_io, calibration=calibration)

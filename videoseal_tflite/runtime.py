@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidImage, InvalidMessage, InvalidModelFile
+from .interpreter import SignatureModel
 from .tflite_metadata import read_metadata
 
 MIN_SIDE = 32
@@ -33,10 +34,16 @@ def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
     `F.interpolate(mode='bilinear', align_corners=False, antialias=True)` reproduces."""
     if planes.shape[1:] == (height, width):
         return planes.astype(np.float32, copy=True)
-    return np.stack([
-        np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR))
-        for p in planes
-    ]).astype(np.float32)
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize(
+                    (width, height), Image.Resampling.BILINEAR
+                )
+            )
+            for p in planes
+        ]
+    ).astype(np.float32)
 
 
 def _conv_same(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -49,13 +56,15 @@ def _conv_same(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     for dy in range(k):
         for dx in range(k):
             if kernel[dy, dx]:
-                out += kernel[dy, dx] * padded[dy:dy + plane.shape[0], dx:dx + plane.shape[1]]
+                out += kernel[dy, dx] * padded[dy : dy + plane.shape[0], dx : dx + plane.shape[1]]
     return out
 
 
 _KX = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
 _KY = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
-_KLUM = np.array([[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+_KLUM = np.array(
+    [[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]], dtype=np.float32
+)
 
 
 def jnd_heatmaps(image: np.ndarray, in_channels: int = 1, out_channels: int = 1) -> np.ndarray:
@@ -90,7 +99,7 @@ def parse_message(text: str | None = None, hex_text: str | None = None, nbits: i
             raise InvalidMessage(f"--message-hex must be hexadecimal digits, got '{hex_text}'")
         text = "".join(f"{int(c, 16):04b}" for c in clean)
         if nbits is not None and len(text) >= nbits and set(text[: len(text) - nbits]) <= {"0"}:
-            text = text[len(text) - nbits:]
+            text = text[len(text) - nbits :]
     if text is None:
         raise InvalidMessage("no message given")
     bad = sorted(set(text) - {"0", "1"})
@@ -111,7 +120,9 @@ def load_image(path: Path) -> np.ndarray:
 
     pixels = load_image_file(path).pixels
     if min(pixels.shape[1:]) < MIN_SIDE:
-        raise InvalidImage(f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+        raise InvalidImage(
+            f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed"
+        )
     return pixels
 
 
@@ -125,8 +136,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def blend(image: np.ndarray, watermark: np.ndarray, scaling_w: float, scaling_i: float,
-          attenuation: tuple[int, int] | None) -> np.ndarray:
+def blend(
+    image: np.ndarray, watermark: np.ndarray, scaling_w: float, scaling_i: float, attenuation: tuple[int, int] | None
+) -> np.ndarray:
     """Steps 5-6 of embed at the image's own size: JND attenuation, additive blend, clamp."""
     if attenuation:
         watermark = jnd_heatmaps(image, *attenuation) * watermark
@@ -138,9 +150,9 @@ def attenuation_of(meta: dict) -> tuple[int, int] | None:
 
 
 class _Model:
-    def __init__(self, path: Path, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    """A videoseal-tflite .tflite with its metadata record; errors become one-line `InvalidModelFile`."""
 
+    def __init__(self, path: Path, threads: int) -> None:
         path = Path(path)
         try:
             data = path.read_bytes()
@@ -152,20 +164,13 @@ class _Model:
         if not self.meta:
             raise InvalidModelFile(f"{path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
         try:
-            self.interpreter = Interpreter(model_content=data, num_threads=threads)
-            self.runner = self.interpreter.get_signature_runner()
-            self.input_details = self.runner.get_input_details()
-            self.output_details = self.runner.get_output_details()
+            self.model = SignatureModel(content=data, threads=threads, convert_io=True)
         except (RuntimeError, ValueError) as exc:
             raise InvalidModelFile(f"{path} does not load: {' '.join(str(exc).split())[:300]}") from None
         self.path = path
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        from .validate.load_check import _from_output, _to_input
-
-        feed = {k: _to_input(v.astype(np.float32), self.input_details[k], True) for k, v in inputs.items()}
-        out = self.runner(**feed)
-        return {k: _from_output(np.asarray(v), self.output_details[k], True) for k, v in out.items()}
+        return self.model(**{k: v.astype(np.float32) for k, v in inputs.items()})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 def code_fingerprint() -> str:
     """sha256 over this package's .py and .yaml sources (not the bundled weights: they are an input of their own)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
+    for path in sorted(
+        p for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
+    ):
         digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()

@@ -32,9 +32,13 @@ def with_metadata(model_bytes: bytes, record: dict[str, Any]) -> bytes:
         if buf.data is not None and not isinstance(buf.data, np.ndarray):
             buf.data = np.frombuffer(buf.data, dtype=np.uint8)
     payload = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    model.metadata = model.metadata or []
+    ours = [m for m in model.metadata if (m.name or b"").decode() == METADATA_NAME]
+    if ours:  # replace the record in its own buffer: writing it twice leaves no orphan buffer behind
+        model.buffers[ours[0].buffer].data = np.frombuffer(payload, dtype=np.uint8)
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     buffer = schema_fb.BufferT()
     buffer.data = np.frombuffer(payload, dtype=np.uint8)
-    model.metadata = [m for m in (model.metadata or []) if (m.name or b"").decode() != METADATA_NAME] if model.metadata else []
     model.buffers.append(buffer)
     entry = schema_fb.MetadataT()
     entry.name = METADATA_NAME

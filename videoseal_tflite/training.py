@@ -1,7 +1,7 @@
 """Train the `compact` card: deterministic for a seed, resumable, both cores, progress bar with bits and PSNR.
 
-Curriculum (each stage is a number of optimizer steps; FINDINGS §8 explains why joint training from
-scratch stalls):
+Curriculum (each stage is a number of optimizer steps; joint training from scratch stalls: a ViT reads a
+patch-periodic code easily and a random embedder's residual hardly at all, so the code comes first):
   A. detector alone reads a synthetic message code: a fixed random 8x8 tile per bit, tiled over the image
      (patch-periodic, what a ViT with 16-px patches reads easily), its strength annealed 0.1 -> 2x scaling_w;
   B. embedder alone learns to emit that code for its message (regression onto sign(code));
@@ -26,8 +26,15 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .cards import Card, load_card
-from .images import (CALIB_BUNDLED, TRAIN_PROCEDURAL_SEEDS, bundled_image, evaluation_images, fit_square,
-                     procedural_image, random_messages)
+from .images import (
+    CALIB_BUNDLED,
+    TRAIN_PROCEDURAL_SEEDS,
+    bundled_image,
+    evaluation_images,
+    fit_square,
+    procedural_image,
+    random_messages,
+)
 from .weights import build_architecture
 
 
@@ -74,11 +81,11 @@ class TrainingData:
                 side = int(rng.integers(self.size, max(self.size + 1, min(img.shape[1:]) + 1)))
                 top = int(rng.integers(0, img.shape[1] - side + 1))
                 left = int(rng.integers(0, img.shape[2] - side + 1))
-                crop = fit_square(img[:, top:top + side, left:left + side], self.size)
+                crop = fit_square(img[:, top : top + side, left : left + side], self.size)
             else:
                 img = self.procedural[int(rng.integers(len(self.procedural)))]
                 top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
-                crop = img[:, top:top + self.size, left:left + self.size]
+                crop = img[:, top : top + self.size, left : left + self.size]
             if rng.random() < 0.5:
                 crop = crop[:, :, ::-1]
             if rng.random() < 0.5:  # brightness/contrast jitter
@@ -141,19 +148,34 @@ def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
 def export_weights(model: torch.nn.Module, card: Card, target: Path, metrics: dict, cfg: TrainConfig) -> None:
     """Official checkpoint layout: {'model': state_dict, 'args': {...}}; embedder and detector only."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(("embedder.", "detector."))}
-    payload = {"model": state, "args": {"nbits": card.nbits, "card": card.name, "img_size": card.img_size},
-               "training": {"config": dataclasses.asdict(cfg), "heldout": metrics}}
+    payload = {
+        "model": state,
+        "args": {"nbits": card.nbits, "card": card.name, "img_size": card.img_size},
+        "training": {"config": dataclasses.asdict(cfg), "heldout": metrics},
+    }
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
 
 
-def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progress: bool = True,
-          stop_after: int | None = None) -> dict:
-    """Run (or resume) training; write the best held-out checkpoint to `out`. Returns the best metrics.
-    `stop_after` ends this run early at that step (as an interruption would), checkpoint written."""
+@dataclasses.dataclass
+class _Run:
+    """Everything a training run carries from step to step (and into `last.pt`)."""
+
+    card: Card
+    model: torch.nn.Module
+    templates: torch.Tensor
+    opt_e: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: np.random.Generator
+    step: int = 0
+    best: dict = dataclasses.field(default_factory=lambda: {"bit_accuracy": -1.0})
+    history: list = dataclasses.field(default_factory=list)
+
+
+def _start(cfg: TrainConfig, last: Path, resume: bool) -> _Run:
+    """Seeded model, optimizers and RNG; resumed from `last` when it exists (same configuration only)."""
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    workdir.mkdir(parents=True, exist_ok=True)
     card = load_card(cfg.card)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -164,10 +186,7 @@ def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progr
     templates = torch.randn(card.nbits, 3, 8, 8, generator=torch.Generator().manual_seed(cfg.seed + 1))
     opt_e = torch.optim.AdamW(model.embedder.parameters(), lr=cfg.lr_embedder, weight_decay=1e-4)
     opt_d = torch.optim.AdamW(model.detector.parameters(), lr=cfg.lr_detector, weight_decay=1e-4)
-    data = TrainingData(card.img_size, cfg.procedural_pool, cfg.seed)
-    eval_images, eval_msgs = heldout_set(card)
-    step, best, history = 0, {"bit_accuracy": -1.0}, []
-    last = workdir / "last.pt"
+    run = _Run(card, model, templates, opt_e, opt_d, rng)
     if resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"] != dataclasses.asdict(cfg):
@@ -175,66 +194,105 @@ def train(cfg: TrainConfig, workdir: Path, out: Path, resume: bool = True, progr
         model.load_state_dict(state["model"])
         opt_e.load_state_dict(state["opt_e"])
         opt_d.load_state_dict(state["opt_d"])
-        step, best, history = state["step"], state["best"], state["history"]
+        run.step, run.best, run.history = state["step"], state["best"], state["history"]
         _set_rng_state(rng, state["rng"])
-    bar = tqdm(total=cfg.total_steps, initial=step, desc="train compact", disable=not progress, dynamic_ncols=True)
+    return run
+
+
+def _step(run: _Run, cfg: TrainConfig, data: TrainingData) -> tuple[str, dict[str, float]]:
+    """One optimizer step of the curriculum stage `run.step` is in; returns the stage and its batch stats."""
+    card, model, step = run.card, run.model, run.step
+    stage = stage_of(step, cfg)
+    model.train()
+    imgs = data.batch(run.rng, cfg.batch)
+    msgs = torch.randint(0, 2, (cfg.batch, card.nbits), generator=None).float()
+    target = synthetic_code(run.templates, msgs, card.img_size)
+    stats: dict[str, float] = {}
+    if stage == "A":
+        # a strong code first (0.1, about 21 dB), annealed to 2x the card's strength by the end of stage A
+        strength = 0.1 + (2 * card.scaling_w - 0.1) * step / max(cfg.steps_detector, 1)
+        imgs_w = round_ste((imgs + strength * target).clamp(0, 1))
+    elif stage == "B":
+        w = model.embedder(imgs, msgs)
+        loss = F.mse_loss(w, target)
+        run.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt_e.step()
+        return stage, {"code_mse": loss.item()}
+    else:
+        progress_c = (step - cfg.steps_detector - cfg.steps_embedder) / max(cfg.steps_joint, 1)
+        strength = card.scaling_w * (2.0 - min(progress_c / 0.5, 1.0))  # 2x -> 1x over the first half
+        w = model.embedder(imgs, msgs)
+        imgs_w = round_ste((imgs + strength * w).clamp(0, 1))
+        aux = max(0.0, 1.0 - progress_c / 0.2)  # keep the code shape for the first 20 % of joint training
+    preds = model.detector(torch.cat([imgs_w, imgs]))
+    bits = preds[: cfg.batch, 1:]
+    detected = torch.cat([torch.ones(cfg.batch), torch.zeros(cfg.batch)])
+    loss = F.binary_cross_entropy_with_logits(bits, msgs) + 0.2 * F.binary_cross_entropy_with_logits(
+        preds[:, 0], detected
+    )
+    if stage == "C" and aux > 0:
+        loss = loss + aux * F.mse_loss(w, target)
+    run.opt_d.zero_grad(set_to_none=True)
+    run.opt_e.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_d.step()
+    if stage == "C":
+        run.opt_e.step()
+    stats["bit_acc"] = ((bits > 0).float() == msgs).float().mean().item()
+    stats["psnr"] = psnr(imgs_w.detach(), imgs)
+    return stage, stats
+
+
+def _save(run: _Run, cfg: TrainConfig, last: Path) -> None:
+    state = {
+        "config": dataclasses.asdict(cfg),
+        "model": run.model.state_dict(),
+        "opt_e": run.opt_e.state_dict(),
+        "opt_d": run.opt_d.state_dict(),
+        "step": run.step,
+        "best": run.best,
+        "history": run.history,
+        "rng": _rng_state(run.rng),
+    }
+    with atomic_path(last) as tmp:
+        torch.save(state, tmp)
+
+
+def train(
+    cfg: TrainConfig,
+    workdir: Path,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Run (or resume) training; write the best held-out checkpoint to `out`. Returns the best metrics.
+    `stop_after` ends this run early at that step (as an interruption would), checkpoint written."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    last = workdir / "last.pt"
+    run = _start(cfg, last, resume)
+    data = TrainingData(run.card.img_size, cfg.procedural_pool, cfg.seed)
+    eval_images, eval_msgs = heldout_set(run.card)
+    bar = tqdm(total=cfg.total_steps, initial=run.step, desc="train compact", disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    while step < min(cfg.total_steps, stop_after or cfg.total_steps):
-        stage = stage_of(step, cfg)
-        model.train()
-        imgs = data.batch(rng, cfg.batch)
-        msgs = torch.randint(0, 2, (cfg.batch, card.nbits), generator=None).float()
-        target = synthetic_code(templates, msgs, card.img_size)
-        stats: dict[str, float] = {}
-        if stage == "A":
-            # a strong code first (0.1, about 21 dB), annealed to 2x the card's strength by the end of stage A
-            strength = 0.1 + (2 * card.scaling_w - 0.1) * step / max(cfg.steps_detector, 1)
-            imgs_w = round_ste((imgs + strength * target).clamp(0, 1))
-        elif stage == "B":
-            w = model.embedder(imgs, msgs)
-            loss = F.mse_loss(w, target)
-            opt_e.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_e.step()
-            stats["code_mse"] = loss.item()
-            imgs_w = None
-        else:
-            progress_c = (step - cfg.steps_detector - cfg.steps_embedder) / max(cfg.steps_joint, 1)
-            strength = card.scaling_w * (2.0 - min(progress_c / 0.5, 1.0))  # 2x -> 1x over the first half
-            w = model.embedder(imgs, msgs)
-            imgs_w = round_ste((imgs + strength * w).clamp(0, 1))
-            aux = max(0.0, 1.0 - progress_c / 0.2)  # keep the code shape for the first 20 % of joint training
-        if imgs_w is not None:
-            preds = model.detector(torch.cat([imgs_w, imgs]))
-            bits = preds[: cfg.batch, 1:]
-            loss = (F.binary_cross_entropy_with_logits(bits, msgs)
-                    + 0.2 * F.binary_cross_entropy_with_logits(preds[:, 0], torch.cat([torch.ones(cfg.batch), torch.zeros(cfg.batch)])))
-            if stage == "C" and aux > 0:
-                loss = loss + aux * F.mse_loss(w, target)
-            opt_d.zero_grad(set_to_none=True)
-            opt_e.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_d.step()
-            if stage == "C":
-                opt_e.step()
-            stats["bit_acc"] = ((bits > 0).float() == msgs).float().mean().item()
-            stats["psnr"] = psnr(imgs_w.detach(), imgs)
-        step += 1
+    while run.step < min(cfg.total_steps, stop_after or cfg.total_steps):
+        stage, stats = _step(run, cfg, data)
+        run.step += 1
         bar.update(1)
-        bar.set_postfix({"stage": stage, **{k: round(v, 3) for k, v in stats.items()}, "best": round(best["bit_accuracy"], 3)})
-        if stage == "C" and (step % cfg.eval_every == 0 or step == cfg.total_steps):
-            metrics = {"step": step, **evaluate(model, eval_images, eval_msgs)}
-            history.append(metrics)
+        bar.set_postfix(
+            {"stage": stage, **{k: round(v, 3) for k, v in stats.items()}, "best": round(run.best["bit_accuracy"], 3)}
+        )
+        if stage == "C" and (run.step % cfg.eval_every == 0 or run.step == cfg.total_steps):
+            metrics = {"step": run.step, **evaluate(run.model, eval_images, eval_msgs)}
+            run.history.append(metrics)
             tqdm.write(json.dumps(metrics))
-            if metrics["bit_accuracy"] > best["bit_accuracy"]:
-                best = metrics
-                export_weights(model, card, out, metrics, cfg)
-        if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or step == stop_after:
-            state = {"config": dataclasses.asdict(cfg), "model": model.state_dict(), "opt_e": opt_e.state_dict(),
-                     "opt_d": opt_d.state_dict(), "step": step, "best": best, "history": history, "rng": _rng_state(rng)}
-            with atomic_path(last) as tmp:
-                torch.save(state, tmp)
+            if metrics["bit_accuracy"] > run.best["bit_accuracy"]:
+                run.best = metrics
+                export_weights(run.model, run.card, out, metrics, cfg)
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.total_steps or run.step == stop_after:
+            _save(run, cfg, last)
     bar.close()
-    summary = {"best": best, "history": history, "seconds_this_run": time.perf_counter() - start}
+    summary = {"best": run.best, "history": run.history, "seconds_this_run": time.perf_counter() - start}
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

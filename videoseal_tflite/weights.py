@@ -55,7 +55,10 @@ class LoadedModel:
 
     def describe(self) -> str:
         if self.weights == "random-init":
-            return f"{self.card.name} with RANDOM-INIT weights (seed {self.random_init_seed}); not a real watermarking model"
+            return (
+                f"{self.card.name} with RANDOM-INIT weights (seed {self.random_init_seed}); "
+                "not a real watermarking model"
+            )
         return f"{self.card.name} with {self.weights} weights from {self.weights_path}"
 
 
@@ -146,7 +149,9 @@ def load_checkpoint_into(model: torch.nn.Module, card: Card, path: Path) -> None
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "videoseal-tflite")
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "videoseal-tflite"
+    )
     return Path(base) / "checkpoints"
 
 
@@ -155,7 +160,7 @@ def _download_url(card: Card) -> str:
     # the card names the HF repo file; its direct download lives under resolve/main
     prefix = "https://huggingface.co/facebook/video_seal/"
     if url.startswith(prefix) and "/resolve/" not in url:
-        url = prefix + "resolve/main/" + url[len(prefix):]
+        url = prefix + "resolve/main/" + url[len(prefix) :]
     return url
 
 
@@ -169,7 +174,9 @@ def fetch_official_checkpoint(card: Card, timeout_s: float = 20.0) -> Path:
     if target.is_file():
         return target
     if os.environ.get(OFFLINE_ENV):
-        raise CheckpointUnavailable(f"official checkpoint of {card.name} is not cached and {OFFLINE_ENV} is set; {hint}")
+        raise CheckpointUnavailable(
+            f"official checkpoint of {card.name} is not cached and {OFFLINE_ENV} is set; {hint}"
+        )
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_path(target) as tmp:
             with open(tmp, "wb") as handle:
@@ -177,7 +184,9 @@ def fetch_official_checkpoint(card: Card, timeout_s: float = 20.0) -> Path:
                     handle.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise CheckpointUnavailable(f"official checkpoint of {card.name} could not be downloaded from {url} ({reason}); {hint}") from None
+        raise CheckpointUnavailable(
+            f"official checkpoint of {card.name} could not be downloaded from {url} ({reason}); {hint}"
+        ) from None
     return target
 
 
@@ -194,7 +203,7 @@ def load_model(card: Card, source: WeightSource = WeightSource()) -> LoadedModel
     if source.checkpoint is not None:
         path, kind = Path(source.checkpoint), "checkpoint"
     elif card.bundled:
-        path, kind = Path(__file__).parent / str(card.checkpoint_url)[len("package:"):], "compact"
+        path, kind = Path(__file__).parent / str(card.checkpoint_url)[len("package:") :], "compact"
     else:
         path, kind = fetch_official_checkpoint(card), "official"
     load_checkpoint_into(model, card, path)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..artifact import Artifact, Provenance
 from ..atomic import atomic_path
 from ..errors import ConversionFailed, ParityFailed
+from ..interpreter import SignatureModel
 from ..tflite_metadata import with_metadata
 from ..weights import LoadedModel
 from .rewrites import Rewrite, apply_rewrites
@@ -52,20 +54,55 @@ class ConvertedModel:
     sha256: str
     bytes: int
     convert_seconds: float
+    provenance: Provenance
     reused: bool = False  # up to date from an earlier run (same input hash, bytes match the manifest)
 
     @classmethod
     def from_manifest(cls, path: Path, entry: dict) -> "ConvertedModel":
-        return cls(path=Path(path), card=entry["card"], part=entry["part"], size=entry["size"], variant="fp32",
-                   weights=entry["weights"], weights_sha256=entry.get("weights_sha256"),
-                   rewrites=tuple(Rewrite(**r) for r in entry.get("rewrites", [])),
-                   parity=ParityResult(**entry["parity_vs_pytorch"]), sha256=entry["sha256"], bytes=entry["bytes"],
-                   convert_seconds=0.0, reused=True)
+        record = Provenance.from_json(entry)
+        return cls(
+            path=Path(path),
+            card=record.card,
+            part=record.part,
+            size=record.size,
+            variant="fp32",
+            weights=record.weights,
+            weights_sha256=record.weights_sha256,
+            rewrites=tuple(Rewrite(**r) for r in record.rewrites),
+            parity=ParityResult(**record.parity_vs_pytorch),
+            sha256=entry["sha256"],
+            bytes=entry["bytes"],
+            convert_seconds=0.0,
+            provenance=record,
+            reused=True,
+        )
 
 
-def artifact_name(part: str, size: int, variant: str, label: str = "") -> str:
-    """`detector_256_fp32.tflite`; random-init models carry their label: `detector_256_fp32.random-init-seed0.tflite`."""
-    return f"{part}_{size}_{variant}" + (f".{label}" if label else "") + ".tflite"
+def fp32_provenance(
+    loaded: LoadedModel, part: str, rewrites: list[Rewrite], input_hash: str | None = None
+) -> Provenance:
+    """The record of an FP32 file: the card's facts the runtime needs, the weights, the rewrites."""
+    card = loaded.card
+    return Provenance(
+        card=card.name,
+        part=part,
+        size=card.img_size,
+        nbits=card.nbits,
+        variant="fp32",
+        weights=loaded.weights,
+        weights_label=loaded.label or None,
+        weights_sha256=loaded.weights_sha256,
+        weights_path=loaded.weights_path,
+        random_init_seed=loaded.random_init_seed,
+        card_path=str(card.path),
+        yuv=card.yuv,
+        scaling_w=card.scaling_w,
+        scaling_i=card.scaling_i,
+        attenuation=card.attenuation,
+        step_size=getattr(card, "step_size", None),
+        rewrites=tuple(dataclasses.asdict(r) for r in rewrites),
+        input_hash=input_hash,
+    )
 
 
 def _patch_litert_repeat_layout() -> None:
@@ -77,10 +114,7 @@ def _patch_litert_repeat_layout() -> None:
 
 
 def check_parity(model_bytes: bytes, reference: torch.nn.Module, part: str, size: int, nbits: int) -> ParityResult:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes, num_threads=2)
-    runner = interpreter.get_signature_runner()
+    runner = SignatureModel(content=model_bytes, threads=2)
     max_diff, agree, total = 0.0, 0, 0
     for seed in range(1, PARITY_INPUTS + 1):
         inputs = sample_inputs(part, size, nbits, seed)
@@ -95,17 +129,20 @@ def check_parity(model_bytes: bytes, reference: torch.nn.Module, part: str, size
     return ParityResult(PARITY_INPUTS, max_diff, (agree / total) if total else None)
 
 
-def convert_part(loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool = True) -> ConvertedModel:
+def convert_part(
+    loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool = True, input_hash: str | None = None
+) -> ConvertedModel:
     """Convert one part of `loaded` to `out_dir/<part>_<size>_fp32[.label].tflite`, checked for parity.
 
-    The file appears only when conversion and parity both succeed (temp file + rename).
+    The file appears only when conversion and parity both succeed (temp file + rename); its metadata is the
+    provenance record, parity included.
     """
     card = loaded.card
     size = card.img_size
     model, applied = apply_rewrites(loaded.model) if rewrites else (loaded.model, [])
     wrapper = export_module(model, part, card.yuv)
     reference = export_module(loaded.model, part, card.yuv)
-    target = Path(out_dir) / artifact_name(part, size, "fp32", loaded.label)
+    target = Path(out_dir) / Artifact(card.name, part, size, "fp32", loaded.label).filename
     _patch_litert_repeat_layout()
     import litert_torch
 
@@ -118,31 +155,17 @@ def convert_part(loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool =
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConversionFailed(f"litert-torch could not convert the {card.name} {part}: {first[:300]}") from exc
         seconds = time.perf_counter() - start
-        record = {
-            "card": card.name,
-            "part": part,
-            "size": size,
-            "nbits": card.nbits,
-            "variant": "fp32",
-            "weights": loaded.weights,
-            "weights_label": loaded.label,
-            "weights_sha256": loaded.weights_sha256,
-            "weights_path": loaded.weights_path,
-            "random_init_seed": loaded.random_init_seed,
-            "card_path": str(card.path),
-            "yuv": card.yuv,
-            "scaling_w": card.scaling_w,
-            "scaling_i": card.scaling_i,
-            "attenuation": card.attenuation,
-            "rewrites": [r.name for r in applied],
-        }
-        data = with_metadata(tmp.read_bytes(), record)
-        parity = check_parity(data, reference, part, size, card.nbits)
+        raw = tmp.read_bytes()
+        parity = check_parity(raw, reference, part, size, card.nbits)
         if not parity.ok:
             raise ParityFailed(
                 f"{card.name} {part} FLOAT32 .tflite differs from PyTorch: max abs diff {parity.max_abs_diff:.3g} "
                 f"(limit {PARITY_ATOL}), bit agreement {parity.bit_agreement}"
             )
+        record = dataclasses.replace(
+            fp32_provenance(loaded, part, applied, input_hash), parity_vs_pytorch=dataclasses.asdict(parity)
+        )
+        data = with_metadata(raw, record.to_json())
         tmp.write_bytes(data)
     log.info("%s %s -> %s (%.1f s, max diff %.2g)", loaded.describe(), part, target, seconds, parity.max_abs_diff)
     return ConvertedModel(
@@ -158,4 +181,5 @@ def convert_part(loaded: LoadedModel, part: str, out_dir: Path, rewrites: bool =
         sha256=hashlib.sha256(data).hexdigest(),
         bytes=len(data),
         convert_seconds=seconds,
+        provenance=record,
     )

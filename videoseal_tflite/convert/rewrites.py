@@ -1,11 +1,11 @@
 """TFLite-friendly rewrites of videoseal modules. Each is exactly equal to the original (tests prove it).
 
-| rewrite              | original                                  | problem in TFLite                                  |
-|----------------------|-------------------------------------------|----------------------------------------------------|
-| msg_processor_matmul | Embedding gather + sum + `.repeat(h, w)`  | litert-torch 0.10.0 layout bug on `repeat`;       |
-|                      |                                           | `expand` gives a BROADCAST_TO that fails to prepare |
-| relpos_act_lhs       | einsum(r_q, Rh) lowered as const @ act    | const-LHS BATCH_MATMUL: dynamic int8 cannot load    |
-| jnd_where            | boolean-mask assignment in JND.jnd_la     | torch.export cannot trace it                        |
+| rewrite              | original                                 | problem in TFLite                                |
+|----------------------|------------------------------------------|--------------------------------------------------|
+| msg_processor_matmul | Embedding gather + sum + `.repeat(h, w)` | litert-torch 0.10.0 layout bug on `repeat`;      |
+|                      |                                          | `expand` gives a BROADCAST_TO failing to prepare |
+| relpos_act_lhs       | einsum(r_q, Rh) lowered as const @ act   | const-LHS BATCH_MATMUL: dynamic int8 cannot load |
+| jnd_where            | boolean-mask assignment in JND.jnd_la    | torch.export cannot trace it                     |
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ MSG_PROCESSOR_MATMUL = Rewrite(
 )
 RELPOS_ACT_LHS = Rewrite(
     "relpos_act_lhs",
-    "ViT add_decomposed_rel_pos: einsum('bhwc,hkc->bhwk', r_q, Rh) -> matmul(r_q per row, Rh^T) (activation on the left)",
+    "ViT add_decomposed_rel_pos: einsum('bhwc,hkc->bhwk', r_q, Rh) -> matmul(r_q per row, Rh^T) "
+    "(activation on the left)",
     "the einsum lowers to a BATCH_MATMUL with the constant on the left; dynamic-range int8 then gives an "
     "int8 x float32 pair the kernel rejects (BATCH_MATMUL failed to prepare)",
 )
@@ -102,9 +103,16 @@ class ActLhsRelPosAttention(Attention):
         q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            attn = add_decomposed_rel_pos_act_lhs(attn, q, self.rel_pos_h, self.rel_pos_w, (height, width), (height, width))
+            attn = add_decomposed_rel_pos_act_lhs(
+                attn, q, self.rel_pos_h, self.rel_pos_w, (height, width), (height, width)
+            )
         attn = attn.softmax(dim=-1)
-        x = (attn @ v).view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+        x = (
+            (attn @ v)
+            .view(batch, self.num_heads, height, width, -1)
+            .permute(0, 2, 3, 1, 4)
+            .reshape(batch, height, width, -1)
+        )
         return self.proj(x)
 
 

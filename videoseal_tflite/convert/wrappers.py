@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from videoseal.data.transforms import RGB2YUV
 
+from ..artifact import PARTS
+
 
 class EmbedderExport(nn.Module):
     def __init__(self, embedder: nn.Module, yuv: bool) -> None:
@@ -35,9 +37,6 @@ class DetectorExport(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         preds = self.detector(image)
         return {"bit_logits": preds[:, 1:], "detection_logit": preds[:, :1]}
-
-
-PARTS = ("embedder", "detector")
 
 
 def export_module(model: nn.Module, part: str, yuv: bool) -> nn.Module:

@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import Provenance
 from ..atomic import atomic_path
+from ..errors import InvalidModelFile
 from ..tflite_metadata import io_quantization, read_metadata, with_metadata
 from ..validate.inspect_model import SLOW_INT8_BATCH_MATMUL, inspect_model
 from ..validate.load_check import run_isolated
+from ..variants import spec
 from .recipes import Rule, base_recipe
 from .repairs import find_repair
 
@@ -29,10 +32,8 @@ log = logging.getLogger(__name__)
 # embedder's tanh output is nearly binary, so one flipped pixel at a tile edge gives ~2 while the rest agree)
 MIN_BIT_AGREEMENT = 0.9
 MIN_WATERMARK_CORR = 0.9
-# Quality bars vs the FP32 .tflite (issue #3). A variant that loads but misses its bar gets the next
-# applicable repair, kept only if it improves the number.
-DETECTOR_MIN_BIT_AGREEMENT = {"fp16": 0.99, "weight_only_int8": 0.99, "dynamic_int8": 0.98, "int8": 0.98}
-EMBEDDER_MAX_REL_ERR = {"fp16": 0.01, "weight_only_int8": 0.2, "dynamic_int8": 0.2, "int8": 0.2}
+# A variant that loads but misses its quality bar (variants.VariantSpec) gets the next applicable repair,
+# kept only if it improves the number.
 BELOW_BAR = "output below the quality bar vs FP32"
 
 
@@ -73,21 +74,28 @@ class VariantResult:
     io_quantization: dict[str, dict] = dataclasses.field(default_factory=dict)  # int8 I/O: scale, zero point
     input_hash: str | None = None  # what it was built from (see staleness.py)
     reused: bool = False  # up to date from an earlier run
+    provenance: Provenance | None = None  # the record in the file's metadata (fresh builds; the manifest has it too)
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, provenance=None))
         out["path"] = str(self.path) if self.path else None
         out.pop("reused")
+        out.pop("provenance")
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "VariantResult":
         fields = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in fields}
-        return cls(**{**data, "path": Path(data["path"]) if data.get("path") else None,
-                      "repairs_applied": [RepairRecord(**r) for r in data.get("repairs_applied", [])],
-                      "agreement": Agreement(**data["agreement"]) if data.get("agreement") else None,
-                      "reused": True})
+        return cls(
+            **{
+                **data,
+                "path": Path(data["path"]) if data.get("path") else None,
+                "repairs_applied": [RepairRecord(**r) for r in data.get("repairs_applied", [])],
+                "agreement": Agreement(**data["agreement"]) if data.get("agreement") else None,
+                "reused": True,
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,15 +121,20 @@ def compare(part: str, outputs: list[dict[str, np.ndarray]], reference: list[dic
     if part == "detector":
         return Agreement(len(outputs), diff, bit_agreement=float(((got > 0) == (ref > 0)).mean()))
     corr = float(np.corrcoef(got.ravel().astype(np.float64), ref.ravel().astype(np.float64))[0, 1])
-    return Agreement(len(outputs), diff, watermark_rel_err=diff / max(float(np.abs(ref).max()), 1e-12),
-                     watermark_corr=corr if np.isfinite(corr) else 0.0)
+    return Agreement(
+        len(outputs),
+        diff,
+        watermark_rel_err=diff / max(float(np.abs(ref).max()), 1e-12),
+        watermark_corr=corr if np.isfinite(corr) else 0.0,
+    )
 
 
 def quality_gap(variant: str, agreement: Agreement) -> float:
     """How far the variant is from its bar (<= 0: meets it). Same scale for both parts: larger is worse."""
+    row = spec(variant)
     if agreement.bit_agreement is not None:
-        return DETECTOR_MIN_BIT_AGREEMENT[variant] - agreement.bit_agreement
-    return agreement.watermark_rel_err - EMBEDDER_MAX_REL_ERR[variant]
+        return row.detector_min_bit_agreement - agreement.bit_agreement
+    return agreement.watermark_rel_err - row.embedder_max_rel_err
 
 
 # How activation ranges are gathered over the calibration set. ai-edge-quantizer's default is a moving
@@ -144,8 +157,10 @@ def calibrate_min_max(fp32_path: Path, recipe: list[Rule], calibration: list[dic
     return calib.get_model_qsvs()
 
 
-def _quantize_bytes(fp32_path: Path, recipe: list[Rule], calibration: list[dict[str, np.ndarray]] | None,
-                    calibration_cache: dict) -> bytes:
+def quantize_bytes(
+    fp32_path: Path, recipe: list[Rule], calibration: list[dict[str, np.ndarray]] | None, calibration_cache: dict
+) -> bytes:
+    """`fp32_path` quantized with `recipe` (calibrated once per `calibration_cache`), as bytes."""
     from ai_edge_quantizer import quantizer
 
     q = quantizer.Quantizer(str(fp32_path))
@@ -161,37 +176,40 @@ def _quantize_bytes(fp32_path: Path, recipe: list[Rule], calibration: list[dict[
     return bytes(q.quantize(qsv).quantized_model)
 
 
-# Variants whose kernels differ from FP32's: integer kernels are implemented separately in each runtime
-# (the compact int8 detector runs on LiteRT but stops on tf.lite 2.21 at a DIV), so they get a second opinion.
-SECOND_OPINION_VARIANTS = ("dynamic_int8", "int8")
-SECOND_OPINION_RUNTIME = "tflite"
-
-
 def _noise_like(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Uniform noise image (and random bits): the input on which tf.lite's int8 DIV was seen to stop."""
     rng = np.random.default_rng(0)
-    return {k: (rng.integers(0, 2, v.shape) if k == "message" else rng.random(v.shape)).astype(v.dtype)
-            for k, v in feed.items()}
+    return {
+        k: (rng.integers(0, 2, v.shape) if k == "message" else rng.random(v.shape)).astype(v.dtype)
+        for k, v in feed.items()
+    }
 
 
-def _check(path: Path, part: str, checks: CheckSet, convert_io: bool,
-           variant: str = "", repaired_for_speed: bool = False) -> tuple[str | None, Agreement | None]:
+def _check(
+    path: Path, part: str, checks: CheckSet, convert_io: bool, variant: str = "", repaired_for_speed: bool = False
+) -> tuple[str | None, Agreement | None]:
     """The failure text (runtime's own words first), or None, plus agreement with FP32 when it ran."""
     static = inspect_model(path, load=False)
     result, outputs = run_isolated(path, checks.inputs, convert_io=convert_io)
     if not result.loads:
         return result.error, None
-    if variant in SECOND_OPINION_VARIANTS:
-        second, _ = run_isolated(path, checks.inputs[:2] + [_noise_like(checks.inputs[0])],
-                                 runtime=SECOND_OPINION_RUNTIME, convert_io=convert_io)
+    # integer kernels are implemented separately in each runtime (the compact int8 detector runs on LiteRT but
+    # stops on tf.lite 2.21 at a DIV), so such variants get a second opinion
+    second_runtime = spec(variant).second_opinion if variant else None
+    if second_runtime:
+        second, _ = run_isolated(
+            path, checks.inputs[:2] + [_noise_like(checks.inputs[0])], runtime=second_runtime, convert_io=convert_io
+        )
         if not second.loads:
-            return f"on {SECOND_OPINION_RUNTIME}: {second.error}", None
+            return f"on {second_runtime}: {second.error}", None
     agreement = compare(part, outputs, checks.fp32_outputs)
     if agreement.bit_agreement is not None and agreement.bit_agreement < MIN_BIT_AGREEMENT:
         return f"output differs from FP32: bit agreement {agreement.bit_agreement:.3f} < {MIN_BIT_AGREEMENT}", agreement
     if agreement.watermark_corr is not None and agreement.watermark_corr < MIN_WATERMARK_CORR:
-        return (f"output differs from FP32: watermark correlation {agreement.watermark_corr:.3f} < {MIN_WATERMARK_CORR} "
-                f"(relative error {agreement.watermark_rel_err:.3f})"), agreement
+        return (
+            f"output differs from FP32: watermark correlation {agreement.watermark_corr:.3f} < {MIN_WATERMARK_CORR} "
+            f"(relative error {agreement.watermark_rel_err:.3f})"
+        ), agreement
     errors = static.errors
     if errors:  # ran anyway, but the static check knows this pattern fails elsewhere
         return f"{errors[0].kind}: {errors[0].detail}", agreement
@@ -199,6 +217,160 @@ def _check(path: Path, part: str, checks: CheckSet, convert_io: bool,
     if variant == "int8" and slow and not repaired_for_speed:  # works, but slower than FP32: worth one repair
         return f"{slow[0].kind}: {len(slow)} ops, e.g. node {slow[0].node}: {slow[0].detail}", agreement
     return None, agreement
+
+
+@dataclasses.dataclass
+class Build:
+    """One try of the search: the file's bytes, the failure text (None: it runs and meets the floors), agreement."""
+
+    data: bytes
+    failure: str | None
+    agreement: Agreement | None
+    recipe: list[Rule]
+
+
+class RepairSearch:
+    """The repair loop as a small search: try a recipe, accept or reject the last repair, retry with the next.
+
+    - a runtime failure (or a sanity floor missed) takes the first known repair for its text;
+    - a build that runs but misses its quality bar takes the next quality repair; such a repair is kept only
+      when it narrows the gap to the bar, else it is rejected (recorded with what it sat on top of) and the
+      best build stands; a rejected repair is retried once a later repair helped.
+    """
+
+    def __init__(self, variant: str, fp32_path: Path, int8_io: bool) -> None:
+        self.variant, self.fp32_path, self.int8_io = variant, fp32_path, int8_io
+        self.recipe = base_recipe(variant)
+        self.applied: list[RepairRecord] = []
+        self.rejected: list[dict] = []
+        self.skip: set[str] = set()  # quality repairs that did not help on the current best build
+        self.best: Build | None = None  # the last build that met the sanity floors but not its bar
+        self.attempts = 0
+
+    def judge(self, build: Build) -> Build:
+        """Accept the last repair, or reject it and fall back to the best build. Returns the build that stands."""
+        quality_repair = bool(self.applied) and self.applied[-1].removed_error.startswith(BELOW_BAR)
+        if (
+            self.best is not None
+            and quality_repair
+            and (
+                build.failure is not None
+                or quality_gap(self.variant, build.agreement) >= quality_gap(self.variant, self.best.agreement)
+            )
+        ):
+            undone = self.applied.pop()
+            result = (
+                dataclasses.asdict(build.agreement) if build.failure is None else f"broke the model: {build.failure}"
+            )
+            self.rejected.append(
+                {**dataclasses.asdict(undone), "on_top_of": [r.name for r in self.applied], "result": result}
+            )
+            self.skip.add(undone.name)
+            build = dataclasses.replace(self.best, failure=None)
+            self.recipe = build.recipe
+        elif quality_repair and build.failure is None:
+            self.skip.clear()  # it helped: repairs that did not help before may help on top of it
+        return build
+
+    def problem(self, build: Build) -> str | None:
+        """What the next repair must remove: the failure, or the gap to the quality bar; None when done."""
+        if build.failure is None and quality_gap(self.variant, build.agreement) > 0:
+            self.best = build
+            a = build.agreement
+            return f"{BELOW_BAR}: " + (
+                f"bit agreement {a.bit_agreement:.4f}"
+                if a.bit_agreement is not None
+                else f"watermark relative error {a.watermark_rel_err:.4f}"
+            )
+        return build.failure
+
+    def retry(self, problem: str) -> bool:
+        """Append the rules of the next known repair for `problem`; False when none is left."""
+        found = find_repair(problem, self.variant, {r.name for r in self.applied} | self.skip, self.fp32_path)
+        if found is None or (self.int8_io and found[0].name == "float_io"):
+            return False
+        fix, rules = found
+        log.info("%s: %s -> repair %s", self.variant, problem[:120], fix.name)
+        self.applied.append(RepairRecord(fix.name, fix.what, fix.why, problem))
+        self.recipe = self.recipe + rules
+        return True
+
+
+def variant_provenance(
+    fp32: Provenance,
+    variant: str,
+    recipe: list[Rule],
+    repairs: list[RepairRecord],
+    int8_io: bool,
+    io: dict,
+    calibrated: bool,
+    status: str,
+    agreement: Agreement | None,
+) -> Provenance:
+    """The record of a quantized file: its FP32 parent's, with how this variant was built and checked."""
+    return dataclasses.replace(
+        fp32,
+        variant=variant,
+        recipe=recipe,
+        repairs_applied=tuple(dataclasses.asdict(r) for r in repairs),
+        int8_io=int8_io,
+        io_quantization=io,
+        calibration_range=CALIBRATION_RANGE if calibrated else None,
+        status=status,
+        parity_vs_pytorch=None,
+        agreement_vs_fp32=dataclasses.asdict(agreement) if agreement else None,
+    )
+
+
+class _BuildFailed(Exception):
+    """Raised inside the temp-file block so that the half-built file is removed; caught in `quantize_variant`."""
+
+
+def _search(search: RepairSearch, tmp: Path, part: str, checks: CheckSet, calibration, repair: bool) -> Build:
+    cache: dict = {}
+    while True:
+        search.attempts += 1
+        data = quantize_bytes(search.fp32_path, search.recipe, calibration, cache)
+        tmp.write_bytes(data)
+        failure, agreement = _check(
+            tmp,
+            part,
+            checks,
+            convert_io=search.int8_io,
+            variant=search.variant,
+            repaired_for_speed=any(r.name == "attention_float" for r in search.applied),
+        )
+        build = search.judge(Build(data, failure, agreement, search.recipe))
+        problem = search.problem(build)
+        if problem is None or not repair or not search.retry(problem):
+            return build
+
+
+def _fp32_provenance(fp32_path: Path) -> Provenance:
+    meta = read_metadata(fp32_path.read_bytes())
+    if not meta:
+        raise InvalidModelFile(f"{fp32_path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
+    return Provenance.from_json(meta)
+
+
+def _result(
+    search: RepairSearch,
+    part: str,
+    status: str,
+    build: Build,
+    seconds: float,
+    path: Path | None = None,
+    data: bytes | None = None,
+    io: dict | None = None,
+    record: Provenance | None = None,
+) -> VariantResult:
+    return VariantResult(
+        part=part, variant=search.variant, status=status, path=path,
+        recipe=build.recipe if data is not None else search.recipe, repairs_applied=search.applied,
+        error=build.failure, agreement=build.agreement, sha256=hashlib.sha256(data).hexdigest() if data else None,
+        bytes=len(data) if data else None, build_seconds=seconds, attempts=search.attempts,
+        repairs_rejected=search.rejected, io_quantization=io or {}, provenance=record,
+    )  # fmt: skip
 
 
 def quantize_variant(
@@ -209,84 +381,28 @@ def quantize_variant(
     calibration: list[dict[str, np.ndarray]] | None = None,
     repair: bool = True,
     int8_io: bool = False,
+    provenance: Provenance | None = None,
 ) -> VariantResult:
-    """Build `variant` of `fp32_path` into `target` (atomically). With `repair=False` the naive recipe's file
-    is kept even when it fails, so the failure can be shown; with repairs, a failed variant leaves no file."""
+    """Build `variant` of `fp32_path` into `target` (atomically), repairing until it runs and meets its bar.
+
+    With `repair=False` the naive recipe's file is kept even when it fails, so the failure can be shown; with
+    repairs, a failed variant leaves no file and comes back with status `failed`. The file's metadata is the
+    final provenance record (`provenance`: the FP32 parent's record, by default read from its metadata)."""
     fp32_path, target = Path(fp32_path), Path(target)
-    meta = read_metadata(fp32_path.read_bytes()) or {}
-    part = meta.get("part") or ("detector" if "detector" in fp32_path.name else "embedder")
-    recipe = base_recipe(variant)
-    repairs: list[RepairRecord] = []
-    rejected: list[dict] = []
-    cache: dict = {}
+    provenance = provenance or _fp32_provenance(fp32_path)
+    search = RepairSearch(variant, fp32_path, int8_io)
     start = time.perf_counter()
-    attempts = 0
-    with atomic_path(target) as tmp:
-        best: tuple[bytes, Agreement, list[Rule]] | None = None  # last build that met the sanity floors
-        io: dict[str, dict] = {}
-        skip: set[str] = set()  # quality repairs that did not help on the current best build
-        while True:
-            attempts += 1
-            data = _quantize_bytes(fp32_path, recipe, calibration, cache)
-            io = io_quantization(data)
-            record = {**meta, "variant": variant, "recipe": recipe, "repairs_applied": [r.name for r in repairs],
-                      "int8_io": int8_io, "io_quantization": io,
-                      "calibration_range": CALIBRATION_RANGE if calibration else None}
-            data = with_metadata(data, record)
-            tmp.write_bytes(data)
-            failure, agreement = _check(tmp, part, checks, convert_io=int8_io, variant=variant,
-                                        repaired_for_speed=any(r.name == "attention_float" for r in repairs))
-            quality_repair = bool(repairs) and repairs[-1].removed_error.startswith(BELOW_BAR)
-            if best is not None and quality_repair and (
-                    failure is not None or quality_gap(variant, agreement) >= quality_gap(variant, best[1])):
-                # the quality repair did not help (or broke the model): undo it, keep the best build, try the next
-                undone = repairs.pop()
-                result = dataclasses.asdict(agreement) if failure is None else f"broke the model: {failure}"
-                rejected.append({**dataclasses.asdict(undone), "on_top_of": [r.name for r in repairs], "result": result})
-                skip.add(undone.name)
-                (data, agreement, recipe), failure = best, None
-                tmp.write_bytes(data)
-                io = io_quantization(data)
-            elif quality_repair and failure is None:
-                skip.clear()  # it helped: repairs that did not help before may help on top of it
-            if failure is None and quality_gap(variant, agreement) > 0:
-                failure_for_repair = f"{BELOW_BAR}: " + (
-                    f"bit agreement {agreement.bit_agreement:.4f}" if agreement.bit_agreement is not None
-                    else f"watermark relative error {agreement.watermark_rel_err:.4f}")
-                best = (data, agreement, recipe)
-            else:
-                failure_for_repair = failure
-            if failure_for_repair is None or not repair:
-                break
-            found = find_repair(failure_for_repair, variant, {r.name for r in repairs} | skip, fp32_path)
-            if found is None or (int8_io and found[0].name == "float_io"):
-                if failure is None:
-                    tmp.write_bytes(data)  # the best build stands (a variant below its bar is still written)
-                break
-            fix, rules = found
-            log.info("%s %s: %s -> repair %s", part, variant, failure_for_repair[:120], fix.name)
-            repairs.append(RepairRecord(fix.name, fix.what, fix.why, failure_for_repair))
-            recipe = recipe + rules
-        seconds = time.perf_counter() - start
-        if failure is not None and repair:
-            # nothing half-good is left behind: the temp file is removed by atomic_path
-            raise _Failed(VariantResult(part, variant, "failed", None, recipe, repairs, failure, agreement,
-                                        None, None, seconds, attempts, rejected))
-    status = "failed" if failure else ("repaired" if repairs else "ok")
-    return VariantResult(part, variant, status, target, recipe, repairs, failure, agreement,
-                         hashlib.sha256(data).hexdigest(), len(data), seconds, attempts, rejected, io)
-
-
-class _Failed(Exception):
-    def __init__(self, result: VariantResult) -> None:
-        super().__init__(result.error)
-        self.result = result
-
-
-def build_variant(*args, **kwargs) -> VariantResult:
-    """`quantize_variant`, with a failed repaired build returned as a `failed` result instead of raised."""
     try:
-        return quantize_variant(*args, **kwargs)
-    except _Failed as failed:
-        return failed.result
-
+        with atomic_path(target) as tmp:
+            build = _search(search, tmp, provenance.part, checks, calibration, repair)
+            if build.failure is not None and repair:
+                raise _BuildFailed()  # nothing half-good is left behind: atomic_path removes the temp file
+            status = "failed" if build.failure else ("repaired" if search.applied else "ok")
+            io = io_quantization(build.data)
+            record = variant_provenance(provenance, variant, build.recipe, search.applied, int8_io, io,
+                                        bool(calibration), status, build.agreement)  # fmt: skip
+            data = with_metadata(build.data, record.to_json())
+            tmp.write_bytes(data)
+    except _BuildFailed:
+        return _result(search, provenance.part, "failed", build, time.perf_counter() - start)
+    return _result(search, provenance.part, status, build, time.perf_counter() - start, target, data, io, record)

@@ -11,37 +11,73 @@ from typing import Any
 
 Rule = dict[str, Any]
 
-VARIANTS = ("fp16", "weight_only_int8", "dynamic_int8", "int8")
-ALL_VARIANTS = ("fp32",) + VARIANTS
-
 _INT8_WEIGHTS = {"num_bits": 8, "symmetric": True, "granularity": "CHANNELWISE", "dtype": "INT"}
 
 BASE_RECIPES: dict[str, list[Rule]] = {
     # float16 weights, explicitly dequantized; compute stays float32
-    "fp16": [{
-        "regex": ".*", "operation": "*", "algorithm_key": "float_casting",
-        "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
-                      "compute_precision": "FLOAT", "explicit_dequantize": True},
-    }],
+    "fp16": [
+        {
+            "regex": ".*",
+            "operation": "*",
+            "algorithm_key": "float_casting",
+            "op_config": {
+                "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                "compute_precision": "FLOAT",
+                "explicit_dequantize": True,
+            },
+        }
+    ],
     # == ai_edge_quantizer.recipe.weight_only_wi8_afp32()
-    "weight_only_int8": [{
-        "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
-        "op_config": {"weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "FLOAT",
-                      "explicit_dequantize": True, "skip_checks": False, "min_weight_elements": 0},
-    }],
+    "weight_only_int8": [
+        {
+            "regex": ".*",
+            "operation": "*",
+            "algorithm_key": "min_max_uniform_quantize",
+            "op_config": {
+                "weight_tensor_config": dict(_INT8_WEIGHTS),
+                "compute_precision": "FLOAT",
+                "explicit_dequantize": True,
+                "skip_checks": False,
+                "min_weight_elements": 0,
+            },
+        }
+    ],
     # == ai_edge_quantizer.recipe.dynamic_wi8_afp32(): int8 weights, activations quantized on the fly
-    "dynamic_int8": [{
-        "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
-        "op_config": {"weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "INTEGER",
-                      "explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0},
-    }],
+    "dynamic_int8": [
+        {
+            "regex": ".*",
+            "operation": "*",
+            "algorithm_key": "min_max_uniform_quantize",
+            "op_config": {
+                "weight_tensor_config": dict(_INT8_WEIGHTS),
+                "compute_precision": "INTEGER",
+                "explicit_dequantize": False,
+                "skip_checks": False,
+                "min_weight_elements": 0,
+            },
+        }
+    ],
     # == ai_edge_quantizer.recipe.static_wi8_ai8(): int8 weights and calibrated int8 activations
-    "int8": [{
-        "regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize",
-        "op_config": {"activation_tensor_config": {"num_bits": 8, "symmetric": False, "granularity": "TENSORWISE", "dtype": "INT"},
-                      "weight_tensor_config": dict(_INT8_WEIGHTS), "compute_precision": "INTEGER",
-                      "explicit_dequantize": False, "skip_checks": False, "min_weight_elements": 0},
-    }],
+    "int8": [
+        {
+            "regex": ".*",
+            "operation": "*",
+            "algorithm_key": "min_max_uniform_quantize",
+            "op_config": {
+                "activation_tensor_config": {
+                    "num_bits": 8,
+                    "symmetric": False,
+                    "granularity": "TENSORWISE",
+                    "dtype": "INT",
+                },
+                "weight_tensor_config": dict(_INT8_WEIGHTS),
+                "compute_precision": "INTEGER",
+                "explicit_dequantize": False,
+                "skip_checks": False,
+                "min_weight_elements": 0,
+            },
+        }
+    ],
 }
 
 
@@ -51,6 +87,10 @@ def keep_float(operations: list[str]) -> list[Rule]:
 
 
 def base_recipe(variant: str) -> list[Rule]:
-    if variant not in BASE_RECIPES:
-        raise KeyError(variant)
-    return copy.deepcopy(BASE_RECIPES[variant])
+    """The variant's base recipe (`variants.VariantSpec.recipe` names it), a fresh copy."""
+    from ..variants import spec
+
+    key = spec(variant).recipe
+    if key is None:
+        raise KeyError(f"{variant} is not a quantized variant")
+    return copy.deepcopy(BASE_RECIPES[key])

@@ -16,16 +16,34 @@ from .recipes import Rule, keep_float
 # Ops of RMSNorm (x / max(||x||, eps)), LayerNorm (mean / squared difference / rsqrt) and ConvNeXt's GRN
 NORM_OPS = ["DIV", "SQRT", "RSQRT", "SUM", "MEAN", "SQUARED_DIFFERENCE", "MAXIMUM"]
 # Everything but the weight-heavy ops: int8 stays where the MACs and the bytes are
-ELEMENTWISE_OPS = NORM_OPS + ["ADD", "SUB", "MUL", "LOGISTIC", "TANH", "GELU", "SOFTMAX", "CONCATENATION",
-                              "RESIZE_BILINEAR", "PAD", "MIRROR_PAD", "TRANSPOSE", "RESHAPE", "SLICE",
-                              "STRIDED_SLICE", "POW", "LESS_EQUAL", "SELECT", "SELECT_V2", "MINIMUM"]
+ELEMENTWISE_OPS = NORM_OPS + [
+    "ADD",
+    "SUB",
+    "MUL",
+    "LOGISTIC",
+    "TANH",
+    "GELU",
+    "SOFTMAX",
+    "CONCATENATION",
+    "RESIZE_BILINEAR",
+    "PAD",
+    "MIRROR_PAD",
+    "TRANSPOSE",
+    "RESHAPE",
+    "SLICE",
+    "STRIDED_SLICE",
+    "POW",
+    "LESS_EQUAL",
+    "SELECT",
+    "SELECT_V2",
+    "MINIMUM",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class Repair:
     name: str
     triggers: tuple[str, ...]  # any of these substrings in the failure text selects this repair
-    variants: tuple[str, ...]  # variants it applies to
     rules: tuple[Rule, ...]
     what: str
     why: str
@@ -54,16 +72,20 @@ def full_resolution_rules(fp32_path: Path) -> list[Rule]:
     if image is None:
         return []
     size = tuple(image["shape"][-2:])  # the input is NCHW
-    return [{"regex": scope_regex(op.outputs[0].name), "operation": op.op, "algorithm_key": "no_quantize"}
-            for op in inspection.ops
-            if op.op in WEIGHT_OPS and op.outputs and len(op.outputs[0].shape) == 4 and tuple(op.outputs[0].shape[1:3]) == size]
+    return [
+        {"regex": scope_regex(op.outputs[0].name), "operation": op.op, "algorithm_key": "no_quantize"}
+        for op in inspection.ops
+        if op.op in WEIGHT_OPS
+        and op.outputs
+        and len(op.outputs[0].shape) == 4
+        and tuple(op.outputs[0].shape[1:3]) == size
+    ]
 
 
 KNOWN_REPAIRS: tuple[Repair, ...] = (
     Repair(
         name="float_io",
         triggers=("Cannot set tensor: Got value of type FLOAT32 but expected type INT8",),
-        variants=("int8",),
         rules=tuple(keep_float(["INPUT", "OUTPUT"])),
         what="model inputs and outputs kept float32, with QUANTIZE/DEQUANTIZE at the edges",
         why="full-integer quantization made the interface int8, so float images and messages are rejected",
@@ -71,15 +93,19 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
     Repair(
         name="batch_matmul_float",
         triggers=("(BATCH_MATMUL) failed to prepare", "batch_matmul_dtypes"),
-        variants=("dynamic_int8", "int8", "weight_only_int8", "fp16"),
         rules=tuple(keep_float(["BATCH_MATMUL"])),
         what="BATCH_MATMUL ops left out of the quantization rules (float32)",
-        why="the recipe quantized one operand of an attention matmul but not the other; the kernel rejects int8 x float32",
+        why="the recipe quantized one operand of an attention matmul but not the other; "
+        "the kernel rejects int8 x float32",
     ),
     Repair(
         name="norm_float_islands",
-        triggers=("(DIV) failed to invoke", "quantized_div", "output differs from FP32", "output below the quality bar"),
-        variants=("int8",),
+        triggers=(
+            "(DIV) failed to invoke",
+            "quantized_div",
+            "output differs from FP32",
+            "output below the quality bar",
+        ),
         rules=tuple(keep_float(NORM_OPS)),
         what=f"normalisation ops ({', '.join(NORM_OPS)}) kept float32 as mixed-precision islands",
         why="RMSNorm / LayerNorm / GRN divide by a norm that int8 rounds to zero or saturates",
@@ -87,29 +113,26 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
     Repair(
         name="attention_float",
         triggers=("slow_int8_batch_matmul",),
-        variants=("int8",),
         rules=tuple(keep_float(["BATCH_MATMUL", "SOFTMAX", "GELU"])),
         what="attention (BATCH_MATMUL, SOFTMAX) and GELU kept float32; convolutions and FULLY_CONNECTED stay int8",
         why="XNNPACK has no int8 BATCH_MATMUL kernel: int8 attention runs on the reference kernel and made full int8 "
-            "slower than FP32 (videoseal_0.0 detector 2.4x FP32; with this mix 0.44x at 0.9935 bit agreement, "
-            "artifacts/bench/int8_mixes_videoseal_0.0_detector.md)",
+        "slower than FP32 (videoseal_0.0 detector 2.4x FP32; with this mix 0.44x at 0.9935 bit agreement, "
+        "artifacts/bench/int8_mixes_videoseal_0.0_detector.md)",
     ),
     Repair(
         name="full_resolution_float",
         triggers=("output below the quality bar",),
-        variants=("weight_only_int8", "dynamic_int8", "int8"),
         rules=(),
         rules_for_model=full_resolution_rules,
         what="the weight ops that run at the input's full resolution (the UNet's input block, last up block and "
-             "output conv) kept float32",
+        "output conv) kept float32",
         why="they see the image itself and draw the watermark's finest detail, and hold under 1 % of the weights "
-            "(size unchanged); measured on the 0.0 embedder (random-init): dynamic int8 watermark rel. err "
-            "0.251 -> 0.150 (scripts/layer_sensitivity.py ranks these layers first)",
+        "(size unchanged); measured on the 0.0 embedder (random-init): dynamic int8 watermark rel. err "
+        "0.251 -> 0.150 (scripts/layer_sensitivity.py ranks these layers first)",
     ),
     Repair(
         name="int8_matmul_only",
         triggers=("output differs from FP32", "output below the quality bar"),
-        variants=("int8",),
         rules=tuple(keep_float(ELEMENTWISE_OPS)),
         what="only CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / BATCH_MATMUL stay int8; every other op runs float32",
         why="per-tensor int8 activations through the remaining elementwise chain (norms, gates, skips) lose the signal",
@@ -117,10 +140,15 @@ KNOWN_REPAIRS: tuple[Repair, ...] = (
 )
 
 
-def find_repair(failure: str, variant: str, already: set[str], fp32_path: Path | None = None) -> tuple[Repair, list[Rule]] | None:
+def find_repair(
+    failure: str, variant: str, already: set[str], fp32_path: Path | None = None
+) -> tuple[Repair, list[Rule]] | None:
     """The first known repair for this failure that has rules for this model, with those rules."""
+    from ..variants import spec
+
+    allowed = spec(variant).repairs  # which repairs apply to a variant is a fact of the variants table
     for repair in KNOWN_REPAIRS:
-        if repair.name in already or variant not in repair.variants:
+        if repair.name in already or repair.name not in allowed:
             continue
         if any(trigger in failure for trigger in repair.triggers):
             rules = repair.rules_for(fp32_path) if fp32_path is not None else list(repair.rules)

@@ -74,6 +74,7 @@ class Inspection:
     ops: list[OpRecord]
     flags: list[Flag]
     load: LoadResult | None = None
+    coverage: dict[str, Any] | None = None  # coverage.Coverage.to_json(): XNNPACK N of M, reference ops, Q/DQ
 
     @property
     def errors(self) -> list[Flag]:
@@ -93,6 +94,7 @@ class Inspection:
             "op_histogram": self.op_histogram,
             "flags": [dataclasses.asdict(f) for f in self.flags],
             "load": self.load.to_json() if self.load else None,
+            "xnnpack": self.coverage,
         }
         if with_ops:
             out["ops"] = [
@@ -112,6 +114,62 @@ def _enum_names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+def _tensors(model, subgraph, n_buffers: int, file_size: int) -> list[Operand]:
+    """Every tensor of the subgraph; `const` where its buffer holds data. Buffers running past the file raise."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    type_names = _enum_names(fb.TensorType)
+    buffer_has_data = []
+    for b in range(n_buffers):
+        buf = model.Buffers(b)
+        if buf.DataLength() > 0:
+            try:
+                buf.DataAsNumpy()  # a view; raises when the data vector runs past the end of the file
+            except ValueError:
+                raise ValueError(f"buffer {b} claims {buf.DataLength()} bytes, past the end of the file") from None
+        elif buf.Offset() > 1 and buf.Offset() + buf.Size() > file_size:
+            raise ValueError(
+                f"buffer {b} lies beyond the end of the file ({buf.Offset() + buf.Size()} > {file_size} bytes)"
+            )
+        buffer_has_data.append(buf.DataLength() > 0 or buf.Offset() > 1)
+    tensors = []
+    for t in range(subgraph.TensorsLength()):
+        tensor = subgraph.Tensors(t)
+        shape = tuple(int(x) for x in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        buf = tensor.Buffer()
+        tensors.append(
+            Operand(
+                tensor=t,
+                name=(tensor.Name() or b"").decode("utf-8", "replace"),
+                dtype=type_names.get(tensor.Type(), f"TYPE_{tensor.Type()}"),
+                shape=shape,
+                const=0 < buf < n_buffers and buffer_has_data[buf],
+            )
+        )
+    return tensors
+
+
+def _interface(model, subgraph, tensors: list[Operand]) -> tuple[list[dict], list[dict]]:
+    """Inputs and outputs with their signature names (what users see: image, message, bit_logits, watermark)."""
+
+    def io(indices):
+        return [{"name": tensors[j].name, "dtype": tensors[j].dtype, "shape": list(tensors[j].shape)} for j in indices]
+
+    inputs = io(subgraph.InputsAsNumpy().tolist() if subgraph.InputsLength() else [])
+    outputs = io(subgraph.OutputsAsNumpy().tolist() if subgraph.OutputsLength() else [])
+    if model.SignatureDefsLength():
+        sig = model.SignatureDefs(0)
+        for side, count, getter in (
+            (inputs, sig.InputsLength(), sig.Inputs),
+            (outputs, sig.OutputsLength(), sig.Outputs),
+        ):
+            names = {getter(k).TensorIndex(): getter(k).Name().decode() for k in range(count)}
+            by_tensor_name = {tensors[idx].name: nm for idx, nm in names.items() if 0 <= idx < len(tensors)}
+            for entry in side:
+                entry["signature_name"] = by_tensor_name.get(entry["name"], entry["name"])
+    return inputs, outputs
+
+
 def _parse(data: bytes, path: Path):
     from ai_edge_litert import schema_py_generated as fb
 
@@ -126,32 +184,7 @@ def _parse(data: bytes, path: Path):
         if max(n_tensors, n_ops, n_buffers) > len(data) // 4:
             raise ValueError("table sizes exceed the file size")
         op_names = _enum_names(fb.BuiltinOperator)
-        type_names = _enum_names(fb.TensorType)
-        buffer_has_data = []
-        for b in range(n_buffers):
-            buf = model.Buffers(b)
-            if buf.DataLength() > 0:
-                try:
-                    buf.DataAsNumpy()  # a view; raises when the data vector runs past the end of the file
-                except ValueError:
-                    raise ValueError(f"buffer {b} claims {buf.DataLength()} bytes, past the end of the file") from None
-            elif buf.Offset() > 1 and buf.Offset() + buf.Size() > len(data):
-                raise ValueError(f"buffer {b} lies beyond the end of the file ({buf.Offset() + buf.Size()} > {len(data)} bytes)")
-            buffer_has_data.append(buf.DataLength() > 0 or buf.Offset() > 1)
-        tensors = []
-        for t in range(n_tensors):
-            tensor = subgraph.Tensors(t)
-            shape = tuple(int(x) for x in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
-            buf = tensor.Buffer()
-            tensors.append(
-                Operand(
-                    tensor=t,
-                    name=(tensor.Name() or b"").decode("utf-8", "replace"),
-                    dtype=type_names.get(tensor.Type(), f"TYPE_{tensor.Type()}"),
-                    shape=shape,
-                    const=0 < buf < n_buffers and buffer_has_data[buf],
-                )
-            )
+        tensors = _tensors(model, subgraph, n_buffers, len(data))
         opcodes = []
         for c in range(model.OperatorCodesLength()):
             code = model.OperatorCodes(c)
@@ -168,24 +201,14 @@ def _parse(data: bytes, path: Path):
             outs = tuple(tensors[j] for j in op.OutputsAsNumpy().tolist() if j >= 0) if op.OutputsLength() else ()
             ops.append(OpRecord(i, opcodes[op.OpcodeIndex()], ins, outs))
 
-        def io(indices):
-            return [{"name": tensors[j].name, "dtype": tensors[j].dtype, "shape": list(tensors[j].shape)} for j in indices]
-
-        inputs = io(subgraph.InputsAsNumpy().tolist() if subgraph.InputsLength() else [])
-        outputs = io(subgraph.OutputsAsNumpy().tolist() if subgraph.OutputsLength() else [])
-        # signature names are what users see (image, message, bit_logits, watermark)
-        if model.SignatureDefsLength():
-            sig = model.SignatureDefs(0)
-            for side, count, getter in ((inputs, sig.InputsLength(), sig.Inputs), (outputs, sig.OutputsLength(), sig.Outputs)):
-                names = {getter(k).TensorIndex(): getter(k).Name().decode() for k in range(count)}
-                by_tensor_name = {tensors[idx].name: nm for idx, nm in names.items() if 0 <= idx < n_tensors}
-                for entry in side:
-                    entry["signature_name"] = by_tensor_name.get(entry["name"], entry["name"])
+        inputs, outputs = _interface(model, subgraph, tensors)
         return model, tensors, ops, inputs, outputs
     except InvalidModelFile:
         raise
     except Exception as exc:  # a truncated or corrupt flatbuffer surfaces as any of struct/Index/Value errors
-        raise InvalidModelFile(f"{path} is not a readable TFLite model ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise InvalidModelFile(
+            f"{path} is not a readable TFLite model ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
 
 
 def _const_shape(model, tensor: Operand, data: bytes) -> tuple[int, ...] | None:
@@ -196,7 +219,7 @@ def _const_shape(model, tensor: Operand, data: bytes) -> tuple[int, ...] | None:
     if buf.DataLength() > 0:
         raw = buf.DataAsNumpy().tobytes()
     elif buf.Offset() > 1:
-        raw = data[buf.Offset(): buf.Offset() + buf.Size()]
+        raw = data[buf.Offset() : buf.Offset() + buf.Size()]
     else:
         return None
     dtype = {"INT32": np.int32, "INT64": np.int64}.get(tensor.dtype)
@@ -206,44 +229,61 @@ def _const_shape(model, tensor: Operand, data: bytes) -> tuple[int, ...] | None:
 SLOW_INT8_BATCH_MATMUL = "slow_int8_batch_matmul"
 
 
+def _batch_matmul_flag(op: OpRecord) -> Flag | None:
+    lhs, rhs = op.inputs[0], op.inputs[1]
+    operands = f"{lhs.dtype}{' const' if lhs.const else ''} x {rhs.dtype}{' const' if rhs.const else ''}"
+    if (lhs.dtype, rhs.dtype) not in BATCH_MATMUL_OK:
+        return Flag(op.op, op.node, "batch_matmul_dtypes", "error",
+                    f"operands {operands}: the kernel accepts f32xf32, int8xint8, int16xint16, f32xint8, int16xint8; "
+                    f"source {op.source}")  # fmt: skip
+    if lhs.dtype == rhs.dtype == "INT8" and not lhs.const and not rhs.const:
+        return Flag(op.op, op.node, SLOW_INT8_BATCH_MATMUL, "warning",
+                    "int8 x int8 activation BATCH_MATMUL: XNNPACK has no int8 kernel for it, so it runs on the "
+                    f"reference kernel (full int8 ViT detector 2.4x slower than FP32); source {op.source}")  # fmt: skip
+    if lhs.const and lhs.dtype == "FLOAT32":
+        return Flag(op.op, op.node, "batch_matmul_const_lhs", "warning",
+                    f"constant left operand {list(lhs.shape)}: dynamic-range int8 would make it int8 x float32; "
+                    f"source {op.source}")  # fmt: skip
+    return None
+
+
+def _broadcast_flag(model, op: OpRecord, data: bytes) -> Flag | None:
+    target = _const_shape(model, op.inputs[1], data)
+    if target is None:
+        return None
+    try:
+        ok = tuple(np.broadcast_shapes(op.inputs[0].shape, target)) == tuple(target)
+    except ValueError:
+        ok = False
+    return None if ok else Flag(op.op, op.node, "broadcast_to_shape", "error",
+                                f"input shape {list(op.inputs[0].shape)} cannot broadcast to {list(target)}; "
+                                f"source {op.source}")  # fmt: skip
+
+
+def _op_flag(model, op: OpRecord, data: bytes) -> Flag | None:
+    """What is known to fail (error) or to be slow (warning) about one op, from its type and operand dtypes."""
+    if op.op == "BATCH_MATMUL" and len(op.inputs) >= 2:
+        return _batch_matmul_flag(op)
+    if op.op == "BROADCAST_TO" and len(op.inputs) >= 2:
+        return _broadcast_flag(model, op, data)
+    if op.op.startswith("Flex"):
+        return Flag(op.op, op.node, "flex_op", "error", "TensorFlow (Flex) op: needs the Flex delegate")
+    if op.op.startswith("CUSTOM"):
+        return Flag(op.op, op.node, "custom_op", "error", "custom op: needs a registered custom kernel")
+    divisor = op.inputs[1] if op.op == "DIV" and len(op.inputs) >= 2 else None
+    if divisor is not None and divisor.dtype in ("INT8", "INT16") and not divisor.const:
+        return Flag(op.op, op.node, "quantized_div", "error",
+                    f"DIV by a quantized activation ({divisor.dtype}): the divisor rounds to zero on some "
+                    f"inputs, where tf.lite stops with '(DIV) failed to invoke'; source {op.source}")  # fmt: skip
+    return None
+
+
 def _flags(model, tensors: list[Operand], ops: list[OpRecord], data: bytes) -> list[Flag]:
-    flags: list[Flag] = []
-    for op in ops:
-        if op.op == "BATCH_MATMUL" and len(op.inputs) >= 2:
-            lhs, rhs = op.inputs[0], op.inputs[1]
-            if (lhs.dtype, rhs.dtype) not in BATCH_MATMUL_OK:
-                flags.append(Flag(op.op, op.node, "batch_matmul_dtypes", "error",
-                                  f"operands {lhs.dtype}{' const' if lhs.const else ''} x {rhs.dtype}{' const' if rhs.const else ''}: "
-                                  f"the kernel accepts f32xf32, int8xint8, int16xint16, f32xint8, int16xint8; source {op.source}"))
-            elif lhs.dtype == rhs.dtype == "INT8" and not lhs.const and not rhs.const:
-                flags.append(Flag(op.op, op.node, SLOW_INT8_BATCH_MATMUL, "warning",
-                                  "int8 x int8 activation BATCH_MATMUL: XNNPACK has no int8 kernel for it, so it runs on the "
-                                  f"reference kernel (full int8 ViT detector 2.4x slower than FP32); source {op.source}"))
-            elif lhs.const and lhs.dtype == "FLOAT32":
-                flags.append(Flag(op.op, op.node, "batch_matmul_const_lhs", "warning",
-                                  f"constant left operand {list(lhs.shape)}: dynamic-range int8 would make it int8 x float32; source {op.source}"))
-        elif op.op == "BROADCAST_TO" and len(op.inputs) >= 2:
-            target = _const_shape(model, op.inputs[1], data)
-            if target is not None:
-                try:
-                    ok = tuple(np.broadcast_shapes(op.inputs[0].shape, target)) == tuple(target)
-                except ValueError:
-                    ok = False
-                if not ok:
-                    flags.append(Flag(op.op, op.node, "broadcast_to_shape", "error",
-                                      f"input shape {list(op.inputs[0].shape)} cannot broadcast to {list(target)}; source {op.source}"))
-        elif op.op.startswith("Flex"):
-            flags.append(Flag(op.op, op.node, "flex_op", "error", "TensorFlow (Flex) op: needs the Flex delegate"))
-        elif op.op.startswith("CUSTOM"):
-            flags.append(Flag(op.op, op.node, "custom_op", "error", "custom op: needs a registered custom kernel"))
-        elif op.op == "DIV" and len(op.inputs) >= 2 and op.inputs[1].dtype in ("INT8", "INT16") and not op.inputs[1].const:
-            flags.append(Flag(op.op, op.node, "quantized_div", "error",
-                              f"DIV by a quantized activation ({op.inputs[1].dtype}): the divisor rounds to zero on some "
-                              f"inputs, where tf.lite stops with '(DIV) failed to invoke'; source {op.source}"))
+    flags = [flag for op in ops if (flag := _op_flag(model, op, data)) is not None]
     int64 = [t for t in tensors if t.dtype == "INT64"]
     if int64:
-        flags.append(Flag("-", None, "int64_tensor", "warning",
-                          f"{len(int64)} int64 tensors, e.g. '{int64[0].name}' {list(int64[0].shape)}"))
+        detail = f"{len(int64)} int64 tensors, e.g. '{int64[0].name}' {list(int64[0].shape)}"
+        flags.append(Flag("-", None, "int64_tensor", "warning", detail))
     return flags
 
 
@@ -273,6 +313,10 @@ def inspect_model(path: Path, load: bool = True, runtime: str = "litert") -> Ins
     )
     if load:
         result.load = load_check(path, runtime)
+        if result.load.loads and runtime == "litert":  # safe in-process now: the child loaded and invoked it
+            from .coverage import xnnpack_coverage
+
+            result.coverage = xnnpack_coverage(path).to_json()
     return result
 
 
@@ -281,16 +325,22 @@ def format_inspection(result: Inspection) -> str:
     lines = [f"{result.path}  ({result.bytes / 1e6:.2f} MB, sha256 {result.sha256[:12]})"]
     if result.metadata:
         meta = result.metadata
-        lines.append(f"  model: {meta.get('card')} {meta.get('part')} {meta.get('variant')}, nbits {meta.get('nbits')}, "
-                     f"weights {meta.get('weights_label') or meta.get('weights')}")
+        lines.append(
+            f"  model: {meta.get('card')} {meta.get('part')} {meta.get('variant')}, nbits {meta.get('nbits')}, "
+            f"weights {meta.get('weights_label') or meta.get('weights')}"
+        )
     for title, side in (("inputs", result.inputs), ("outputs", result.outputs)):
-        lines.append(f"  {title}: " + ", ".join(f"{e.get('signature_name', e['name'])} {e['dtype']}{e['shape']}" for e in side))
+        lines.append(
+            f"  {title}: " + ", ".join(f"{e.get('signature_name', e['name'])} {e['dtype']}{e['shape']}" for e in side)
+        )
     lines.append("  ops: " + ", ".join(f"{name} {count}" for name, count in result.op_histogram.items()))
     bmm = result.ops_of("BATCH_MATMUL")
     if bmm:
         pairs = collections.Counter(
-            f"[{op.inputs[0].dtype}{' const' if op.inputs[0].const else ''}, {op.inputs[1].dtype}{' const' if op.inputs[1].const else ''}]"
-            for op in bmm)
+            f"[{op.inputs[0].dtype}{' const' if op.inputs[0].const else ''}, "
+            f"{op.inputs[1].dtype}{' const' if op.inputs[1].const else ''}]"
+            for op in bmm
+        )
         lines.append("  BATCH_MATMUL operands: " + ", ".join(f"{k} x{v}" for k, v in pairs.items()))
     if result.flags:
         lines.append(f"  flags ({len(result.flags)}):")
@@ -306,4 +356,12 @@ def format_inspection(result: Inspection) -> str:
         load = result.load
         status = "loads and invokes" if load.loads else f"FAILS at {load.stage}: {load.error}"
         lines.append(f"  load ({load.runtime}): {status}")
+    if result.coverage is not None:
+        cov = result.coverage
+        left = ", ".join(f"{r['op']} (node {r['node']})" for r in cov["reference_ops"][:12]) or "none"
+        more = f" and {len(cov['reference_ops']) - 12} more" if len(cov["reference_ops"]) > 12 else ""
+        lines.append(f"  XNNPACK: {cov['xnnpack_nodes']} of {cov['nodes']} nodes ({cov['partitions']} partitions); "
+                     f"reference kernels: {left}{more}")  # fmt: skip
+        lines.append(f"  int8/float crossings: {cov['int8_float_crossings']} (QUANTIZE {cov['quantize']}, "
+                     f"DEQUANTIZE {cov['dequantize']} on activations)")  # fmt: skip
     return "\n".join(lines)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..interpreter import RUNTIMES, SignatureModel, interpreter_class
+
 _NODE_RE = re.compile(r"Node number (\d+) \((\w+)\) failed to (prepare|invoke)")
-RUNTIMES = ("litert", "tflite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,20 +52,9 @@ def _random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
 
 
-def _interpreter_class(runtime: str):
-    """ai_edge_litert's Interpreter, or tf.lite's as the second opinion."""
-    if runtime == "litert":
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter
-    import tensorflow as tf
-
-    return tf.lite.Interpreter
-
-
 def load_in_process(path: Path, runtime: str = "litert", threads: int = 2) -> LoadResult:
     """Only for the child process: may crash the interpreter it runs in."""
-    Interpreter = _interpreter_class(runtime)
+    Interpreter = interpreter_class(runtime)
     stage = "load"
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -82,48 +72,29 @@ def load_in_process(path: Path, runtime: str = "litert", threads: int = 2) -> Lo
     return LoadResult(runtime, True, "ok")
 
 
-def _to_input(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarray:
-    """With `convert_io`, float values are quantized for an int8/int16 input (scale/zero-point from the model)."""
-    if convert_io and detail["dtype"] in (np.int8, np.int16, np.uint8) and np.issubdtype(value.dtype, np.floating):
-        scale, zero = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(detail["dtype"])
-    return value
-
-
-def _from_output(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarray:
-    if convert_io and detail["dtype"] in (np.int8, np.int16, np.uint8):
-        scale, zero = detail["quantization"]
-        return (value.astype(np.float32) - zero) * scale
-    return value
-
-
-def run_in_process(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
-                   convert_io: bool = False, timing: list[float] | None = None,
-                   repeats: int = 0) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+def run_in_process(
+    path: Path,
+    inputs: list[dict[str, np.ndarray]],
+    runtime: str = "litert",
+    threads: int = 2,
+    convert_io: bool = False,
+    timing: list[float] | None = None,
+    repeats: int = 0,
+) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
     """Run the default signature on each input dict. Only for the child process (may crash).
     With `repeats`, afterwards time that many invokes of the first input (ms, appended to `timing`)."""
-    Interpreter = _interpreter_class(runtime)
     stage, outputs = "load", []
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        model = SignatureModel(path, runtime=runtime, threads=threads, convert_io=convert_io, prepare=False)
         stage = "allocate"
-        interpreter.allocate_tensors()
-        runner = interpreter.get_signature_runner()
-        in_details, out_details = runner.get_input_details(), runner.get_output_details()
+        model.prepare()
         stage = "invoke"
         for feed in inputs:
-            got = runner(**{k: _to_input(v, in_details[k], convert_io) for k, v in feed.items()})
-            outputs.append({k: _from_output(np.asarray(v), out_details[k], convert_io) for k, v in got.items()})
+            outputs.append(model(**feed))
         if repeats and inputs:
-            import time
-
-            feed = {k: _to_input(v, in_details[k], convert_io) for k, v in inputs[0].items()}
-            for i in range(repeats + 2):  # two warm-up invokes are not counted
-                start = time.perf_counter()
-                runner(**feed)
-                if i >= 2 and timing is not None:
-                    timing.append((time.perf_counter() - start) * 1000)
+            times = model.time_ms(inputs[0], repeats)
+            if timing is not None:
+                timing.extend(times)
     except Exception as exc:  # the runtime's own text is the diagnosis
         text = " ".join(str(exc).split())
         node, op = _parse_node(text)
@@ -160,9 +131,16 @@ def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) ->
     return _child(command, runtime, timeout_s)
 
 
-def run_isolated(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str = "litert", threads: int = 2,
-                 convert_io: bool = False, timeout_s: float = 900.0, repeats: int = 0,
-                 timing: list[float] | None = None) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
+def run_isolated(
+    path: Path,
+    inputs: list[dict[str, np.ndarray]],
+    runtime: str = "litert",
+    threads: int = 2,
+    convert_io: bool = False,
+    timeout_s: float = 900.0,
+    repeats: int = 0,
+    timing: list[float] | None = None,
+) -> tuple[LoadResult, list[dict[str, np.ndarray]]]:
     """`run_in_process` in a child Python: a crashing model yields a LoadResult with stage `crash`.
     With `repeats`, the child also times that many invokes (after 2 warm-ups) into `timing` (ms)."""
     import tempfile
@@ -170,8 +148,20 @@ def run_isolated(path: Path, inputs: list[dict[str, np.ndarray]], runtime: str =
     with tempfile.TemporaryDirectory(prefix="vst-run-") as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, **{f"{i}/{k}": v for i, feed in enumerate(inputs) for k, v in feed.items()})
-        command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", str(path), "--runtime", runtime,
-                   "--inputs", str(src), "--outputs", str(dst), "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "videoseal_tflite.validate.load_check",
+            str(path),
+            "--runtime",
+            runtime,
+            "--inputs",
+            str(src),
+            "--outputs",
+            str(dst),
+            "--threads",
+            str(threads),
+        ]
         if convert_io:
             command.append("--convert-io")
         if repeats:
@@ -209,8 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                 index, name = key.split("/", 1)
                 feeds.setdefault(int(index), {})[name] = data[key]
         timing: list[float] = []
-        result, outputs = run_in_process(args.path, [feeds[i] for i in sorted(feeds)], args.runtime, args.threads,
-                                         args.convert_io, timing, args.repeats)
+        result, outputs = run_in_process(
+            args.path,
+            [feeds[i] for i in sorted(feeds)],
+            args.runtime,
+            args.threads,
+            args.convert_io,
+            timing,
+            args.repeats,
+        )
         if outputs:
             arrays = {f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()}
             if timing:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..artifact import PARTS, Artifact
 from ..manifest import MANIFEST_NAME, read_manifest
 from .load_check import load_check
 
@@ -14,11 +15,28 @@ from .load_check import load_check
 @dataclasses.dataclass(frozen=True)
 class Problem:
     path: str
-    kind: str  # missing | tampered | size | extra | load | no_manifest | corrupt_manifest
+    kind: str  # missing | tampered | size | extra | load | no_manifest | corrupt_manifest | missing_part
     detail: str
 
     def line(self) -> str:
         return f"{self.kind}: {self.path}: {self.detail}"
+
+
+def _missing_parts(root: Path, files: dict) -> list[Problem]:
+    """A card whose manifest lists one part but not the other: a shard that never arrived (or never ran)."""
+    parts: dict[str, set[str]] = {}
+    for rel in files:
+        art = Artifact.parse(root / rel)
+        if art is not None:
+            parts.setdefault(art.card, set()).add(art.part)
+    return [
+        Problem(
+            f"{card}/", "missing_part", f"no {part} in the manifest (card {card} has only its {' and '.join(have)})"
+        )
+        for card, have in sorted(parts.items())
+        for part in PARTS
+        if part not in have
+    ]
 
 
 def verify_artifacts(root: Path, load: bool = True) -> tuple[int, list[Problem]]:
@@ -31,7 +49,9 @@ def verify_artifacts(root: Path, load: bool = True) -> tuple[int, list[Problem]]
         if not isinstance(parsed, dict) or not isinstance(parsed.get("files"), dict):
             raise ValueError("no 'files' mapping")
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        return 0, [Problem(str(root / MANIFEST_NAME), "corrupt_manifest", f"manifest.json is not a readable manifest ({exc})")]
+        return 0, [
+            Problem(str(root / MANIFEST_NAME), "corrupt_manifest", f"manifest.json is not a readable manifest ({exc})")
+        ]
     files = read_manifest(root)["files"]
     problems: list[Problem] = []
     for rel, entry in sorted(files.items()):
@@ -44,12 +64,15 @@ def verify_artifacts(root: Path, load: bool = True) -> tuple[int, list[Problem]]
             problems.append(Problem(rel, "size", f"{len(data)} bytes, manifest says {entry['bytes']}"))
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.get("sha256"):
-            problems.append(Problem(rel, "tampered", f"sha256 {digest[:16]}..., manifest says {str(entry.get('sha256'))[:16]}..."))
+            problems.append(
+                Problem(rel, "tampered", f"sha256 {digest[:16]}..., manifest says {str(entry.get('sha256'))[:16]}...")
+            )
             continue
         if load:
             result = load_check(path)
             if not result.loads:
                 problems.append(Problem(rel, "load", f"does not load: {result.error}"))
+    problems += _missing_parts(root, files)
     listed = set(files)
     for path in sorted(root.rglob("*.tflite")):
         rel = str(path.relative_to(root))

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Issue #13's held-out table: the card's FP32 .tflite files through the runtime at full resolution, on the
+held-out photos (>= 512 px) and procedural images, 4 messages each; saved as PNG, attacked, detected.
+
+    .venv/bin/python scripts/heldout_table.py --artifacts artifacts --card compact [--json out.json]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from videoseal_tflite.artifact import Artifact
+from videoseal_tflite.images import fullres_evaluation_images
+from videoseal_tflite.robustness import TABLE_ATTACKS, evaluate, markdown_header, markdown_row
+from videoseal_tflite.runtime import Detector, Embedder
+
+MINIMUM = {
+    "clean": 0.995,
+    "jpeg_80": 0.95,
+    "jpeg_50": 0.90,
+    "resize_0.5": 0.95,
+    "crop_50pct_area": 0.80,
+    "h264_crf23": 0.95,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--card", default="compact")
+    parser.add_argument("--variant", default="fp32")
+    parser.add_argument("--messages", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="also write the result as JSON")
+    args = parser.parse_args()
+    folder = args.artifacts / args.card
+    embedder = Embedder(Artifact.find(folder, "embedder", args.variant)[0][1])
+    detector = Detector(Artifact.find(folder, "detector", args.variant)[0][1])
+    images = fullres_evaluation_images()
+    with tqdm(total=len(images) * args.messages, desc="held-out table", unit="sample") as bar:
+        result = evaluate(embedder, detector, images, args.messages, progress=lambda: bar.update(1))
+    print("\n".join(markdown_header()))
+    print(markdown_row(f"{args.card} {args.variant}", result))
+    print(
+        "| minimum to resolve | "
+        + " | ".join(f">= {MINIMUM[a]}" if a in MINIMUM else "-" for a in TABLE_ATTACKS)
+        + " | >= 38 |"
+    )
+    missed = [a for a, floor in MINIMUM.items() if result.bit_accuracy[a] < floor] + (
+        ["psnr"] if result.psnr_db < 38 else []
+    )
+    print(
+        f"{result.samples} samples ({result.images} images x {result.messages_per_image} messages, "
+        f"{result.nbits} bits); "
+        f"minimum missed on: {', '.join(missed) or 'nothing'}"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"card": args.card, "variant": args.variant, **result.to_json(), "minimum": MINIMUM, "missed": missed},
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

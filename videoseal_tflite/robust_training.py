@@ -1,0 +1,343 @@
+"""Robust fine-tuning of the `compact` card through the runtime's own full-resolution path (issue #13).
+
+Each step, for a batch of crops of side F (F drawn per batch from `full_sizes`, larger than the card's
+processing size S):
+  1. x_S = resize(x_F, S)            bilinear, antialiased (as `runtime.embed` step 2)
+  2. w   = embedder(x_S, m)          tanh watermark at S
+  3. w_F = resize(w, F)              bilinear (as `runtime.embed` step 4)
+  4. y   = round8(clamp(x_F + scaling_w * w_F))   8-bit rounding with a straight-through gradient
+  5. y'  = attack(y)                 one of: identity, JPEG (videoseal's straight-through `JPEG`), resize,
+                                     crop (then read as is), brightness, contrast, blur, an H.264 stand-in
+                                     (4:2:0 chroma subsampling + JPEG), or JPEG after a downscale
+  6. logits = detector(resize(y', S))
+Loss: bit BCE + `lambda_psnr` * relu(target_psnr - PSNR(y, x)) per image, so the watermark may use the room
+up to the PSNR target but not past it. Attack strength ramps from mild to the configured strength over
+`ramp_fraction` of the run; the attack mix is data (`ATTACKS`).
+
+Model selection uses a validation set (procedural images of unseen seeds at 512 px plus full-size training
+photos), never the card's held-out images. Deterministic per seed and device; resumable from `last.pt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .cards import Card, load_card
+from .images import CALIB_BUNDLED, TRAIN_PROCEDURAL_SEEDS, bundled_image, procedural_image
+from .training import export_weights, round_ste
+
+VALIDATION_PROCEDURAL_SEEDS = range(3000, 3008)  # never in eval, calibration or training seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustConfig:
+    card: str = "compact"
+    init: str = "videoseal_tflite/weights/compact.pth"
+    seed: int = 0
+    steps: int = 20000
+    batch: int = 8
+    lr_embedder: float = 1e-4
+    lr_detector: float = 2e-4
+    full_sizes: tuple[int, ...] = (192, 256, 320, 384, 512)
+    target_psnr: float = 40.0
+    lambda_psnr: float = 0.05
+    ramp_fraction: float = 0.5
+    jpeg_min_quality: int = 40
+    min_scale: float = 0.4
+    min_crop_area: float = 0.4
+    threads: int = 1
+    device: str = "cpu"
+    eval_every: int = 250
+    checkpoint_every: int = 50
+    procedural_pool: int = 96
+
+
+def interpolate(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def jpeg_ste(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Per-image JPEG through Pillow with a straight-through gradient (videoseal's `JPEG(passthrough=True)`)."""
+    out = []
+    for img in x:
+        arr = (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        dec = torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255
+        out.append(dec.to(x.device))
+    compressed = torch.stack(out)
+    return x + (compressed - x).detach()
+
+
+def chroma_420(x: torch.Tensor) -> torch.Tensor:
+    """yuv420p's chroma subsampling (BT.601), differentiable: what H.264 does before it quantizes."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    u, v = (b - y) * 0.564, (r - y) * 0.713
+    h, w = x.shape[-2:]
+    u = interpolate(F.avg_pool2d(u, 2, ceil_mode=True), (h, w), antialias=False)
+    v = interpolate(F.avg_pool2d(v, 2, ceil_mode=True), (h, w), antialias=False)
+    return torch.cat([y + 1.403 * v, y - 0.344 * u - 0.714 * v, y + 1.773 * u], 1).clamp(0, 1)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = max(3, int(2 * round(2 * sigma) + 1))
+    t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(1, 1, 1, k).repeat(3, 1, 1, 1), groups=3)
+    return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).repeat(3, 1, 1, 1), groups=3)
+
+
+def apply_attack(
+    name: str, x: torch.Tensor, strength: float, rng: np.random.Generator, cfg: RobustConfig
+) -> torch.Tensor:
+    """One named attack at `strength` in [0,1] (0 = none, 1 = the configured strongest)."""
+    h, w = x.shape[-2:]
+    quality = int(round(95 - strength * (95 - cfg.jpeg_min_quality) * rng.random()))
+    if name == "jpeg":
+        return jpeg_ste(x, quality)
+    if name in ("resize", "resize_jpeg"):
+        scale = 1 - strength * (1 - cfg.min_scale) * rng.random()
+        small = interpolate(x, (max(16, int(h * scale)), max(16, int(w * scale))))
+        return jpeg_ste(small, quality) if name == "resize_jpeg" else small
+    if name == "crop":
+        area = 1 - strength * (1 - cfg.min_crop_area) * rng.random()
+        ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return x[..., top : top + ch, left : left + cw]
+    if name == "brightness":
+        return (x * (1 + strength * rng.uniform(-0.3, 0.4))).clamp(0, 1)
+    if name == "contrast":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return ((x - mean) * (1 + strength * rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
+    if name == "blur":
+        return _gaussian_blur(x, 0.3 + strength * 1.2 * rng.random())
+    if name == "h264":  # stand-in: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
+        return jpeg_ste(chroma_420(x), quality)
+    return x
+
+
+# crop twice: a crop read as is rescales the watermark, the attack the first weights never saw
+ATTACKS = ("identity", "jpeg", "resize", "crop", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
+
+
+class FullResData:
+    """Random square crops of side F from training photos (full size) and procedural images at 512 px."""
+
+    def __init__(self, pool: int, seed: int) -> None:
+        self.photos = [bundled_image(n).pixels for n in CALIB_BUNDLED]
+        start = TRAIN_PROCEDURAL_SEEDS.start + 50_000 + 1000 * seed
+        self.procedural = [procedural_image(s, 512).pixels for s in range(start, start + pool)]
+
+    def batch(self, rng: np.random.Generator, count: int, side: int) -> torch.Tensor:
+        out = []
+        for _ in range(count):
+            source = self.photos if rng.random() < 0.5 else self.procedural
+            img = source[int(rng.integers(len(source)))]
+            if min(img.shape[1:]) < side:  # small photos: upscale so a crop of `side` fits
+                scale = side / min(img.shape[1:])
+                t = torch.from_numpy(img)[None]
+                img = interpolate(t, (math.ceil(img.shape[1] * scale), math.ceil(img.shape[2] * scale)))[0].numpy()
+            top = int(rng.integers(0, img.shape[1] - side + 1))
+            left = int(rng.integers(0, img.shape[2] - side + 1))
+            crop = img[:, top : top + side, left : left + side]
+            if rng.random() < 0.5:
+                crop = crop[:, :, ::-1]
+            out.append(np.ascontiguousarray(crop, dtype=np.float32))
+        return torch.from_numpy(np.stack(out))
+
+
+def embed_full(model: torch.nn.Module, card: Card, x: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
+    """Steps 1-4 of the module docstring: the runtime's full-resolution embed, differentiable, 8-bit rounded."""
+    s = card.img_size
+    w = model.embedder(interpolate(x, (s, s)), msgs)
+    w = interpolate(w, tuple(x.shape[-2:]))
+    return round_ste((card.scaling_i * x + card.scaling_w * w).clamp(0, 1))
+
+
+def detect_bits(model: torch.nn.Module, card: Card, y: torch.Tensor) -> torch.Tensor:
+    s = card.img_size
+    return model.detector(interpolate(y, (s, s)))[:, 1:]
+
+
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def validation_set() -> list[np.ndarray]:
+    """Full-size images never used for training or for the card's held-out table."""
+    return [procedural_image(s, 512).pixels for s in VALIDATION_PROCEDURAL_SEEDS] + [
+        bundled_image(n).pixels for n in CALIB_BUNDLED[:4]
+    ]
+
+
+@torch.no_grad()
+def validate_robust(model: torch.nn.Module, card: Card, images: list[np.ndarray], device: str) -> dict[str, float]:
+    """Bit accuracy per attack (fixed strengths: JPEG 50/80, resize 0.5, crop 50 % area, H.264 stand-in) and PSNR."""
+    model.eval()
+    rng = np.random.default_rng(0)
+    sums: dict[str, list[float]] = {k: [] for k in ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "h264", "psnr")}
+    for i, img in enumerate(images):
+        x = torch.from_numpy(img)[None].to(device)
+        msgs = torch.from_numpy(rng.integers(0, 2, (1, card.nbits)).astype(np.float32)).to(device)
+        y = embed_full(model, card, x, msgs)
+        h, w = y.shape[-2:]
+        side = (int(h * math.sqrt(0.5)), int(w * math.sqrt(0.5)))
+        attacked = {
+            "clean": y,
+            "jpeg80": jpeg_ste(y, 80),
+            "jpeg50": jpeg_ste(y, 50),
+            "resize0.5": interpolate(y, (h // 2, w // 2)),
+            "crop50": y[
+                ...,
+                (h - side[0]) // 2 : (h - side[0]) // 2 + side[0],
+                (w - side[1]) // 2 : (w - side[1]) // 2 + side[1],
+            ],
+            "h264": jpeg_ste(chroma_420(y), 70),
+        }
+        for name, img_a in attacked.items():
+            sums[name].append(((detect_bits(model, card, img_a) > 0).float() == msgs).float().mean().item())
+        sums["psnr"].append(psnr_per_image(y, x).item())
+    model.train()
+    out = {k: float(np.mean(v)) for k, v in sums.items()}
+    out["score"] = float(np.mean([out[k] for k in ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "h264")]))
+    return out
+
+
+def _load_init(model: torch.nn.Module, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    missing, _ = model.load_state_dict(state["model"], strict=False)
+    if any(k.startswith(("embedder.", "detector.")) for k in missing):
+        raise SystemExit(f"{path} lacks embedder/detector weights for this card")
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _restore(path: Path, cfg: RobustConfig, model, opt_e, opt_d, rng) -> tuple[int, dict, list]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != _config_json(cfg):
+        raise SystemExit(f"{path} was written with another configuration; use a new --workdir or --no-resume")
+    model.load_state_dict(state["model"])
+    opt_e.load_state_dict(state["opt_e"])
+    opt_d.load_state_dict(state["opt_d"])
+    rng.bit_generator.state = state["rng"]["numpy"]
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    return state["step"], state["best"], state["history"]
+
+
+def _save(last: Path, cfg: RobustConfig, model, opt_e, opt_d, rng, step: int, best: dict, history: list) -> None:
+    """Everything `_restore` needs to go on exactly where this run stopped."""
+    state = {
+        "config": _config_json(cfg),
+        "model": model.state_dict(),
+        "opt_e": opt_e.state_dict(),
+        "opt_d": opt_d.state_dict(),
+        "step": step,
+        "best": best,
+        "history": history,
+        "rng": _rng_state(rng),
+    }
+    with atomic_path(last) as tmp:
+        torch.save(state, tmp)
+
+
+def _config_json(cfg: RobustConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _step(model, card, cfg, data, rng, step, opts) -> dict[str, float]:
+    """One optimizer step of the full-resolution path; returns the batch's loss terms."""
+    side = int(cfg.full_sizes[int(rng.integers(len(cfg.full_sizes)))])
+    x = data.batch(rng, cfg.batch, side).to(cfg.device)
+    msgs = torch.from_numpy(rng.integers(0, 2, (cfg.batch, card.nbits)).astype(np.float32)).to(cfg.device)
+    y = embed_full(model, card, x, msgs)
+    strength = min(1.0, step / max(1.0, cfg.ramp_fraction * cfg.steps))
+    attack = ATTACKS[int(rng.integers(len(ATTACKS)))]
+    bits = detect_bits(model, card, apply_attack(attack, y, strength, rng, cfg))
+    psnr = psnr_per_image(y, x)
+    loss = F.binary_cross_entropy_with_logits(bits, msgs) + cfg.lambda_psnr * F.relu(cfg.target_psnr - psnr).mean()
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in opts:
+        opt.step()
+    return {
+        "loss": loss.item(),
+        "bit_acc": ((bits > 0).float() == msgs).float().mean().item(),
+        "psnr": psnr.mean().item(),
+        "strength": strength,
+    }
+
+
+def finetune_robust(
+    cfg: RobustConfig,
+    workdir: Path,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Run (or resume) robust fine-tuning; write the best validation checkpoint to `out`."""
+    from .weights import build_architecture
+
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    card = load_card(cfg.card)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build_architecture(card)
+    _load_init(model, cfg.init)
+    model.to(cfg.device).train()
+    opt_e = torch.optim.AdamW(model.embedder.parameters(), lr=cfg.lr_embedder, weight_decay=1e-4)
+    opt_d = torch.optim.AdamW(model.detector.parameters(), lr=cfg.lr_detector, weight_decay=1e-4)
+    data, val = FullResData(cfg.procedural_pool, cfg.seed), validation_set()
+    step, best, history = 0, {"score": -1.0}, []
+    last = workdir / "last.pt"
+    if resume and last.is_file():
+        step, best, history = _restore(last, cfg, model, opt_e, opt_d, rng)
+    if step == 0:
+        history.append({"step": 0, **validate_robust(model, card, val, cfg.device)})
+    bar = tqdm(total=cfg.steps, initial=step, desc="robust compact", disable=not progress, dynamic_ncols=True)
+    start, end = time.perf_counter(), min(cfg.steps, stop_after or cfg.steps)
+    while step < end:
+        stats = _step(model, card, cfg, data, rng, step, (opt_e, opt_d))
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: round(v, 3) for k, v in stats.items()} | {"best": round(best["score"], 3)})
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = {"step": step, **validate_robust(model, card, val, cfg.device)}
+            history.append(metrics)
+            tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+            if metrics["psnr"] >= 38.0 and metrics["score"] > best["score"]:
+                best = metrics
+                export_weights(model.cpu(), card, out, metrics, cfg)
+                model.to(cfg.device)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            _save(last, cfg, model, opt_e, opt_d, rng, step, best, history)
+    bar.close()
+    summary = {"best": best, "history": history, "seconds_this_run": time.perf_counter() - start}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

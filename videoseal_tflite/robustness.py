@@ -1,0 +1,102 @@
+"""Does the watermark survive what it exists for, at full resolution? (issue #13)
+
+What a user does, step by step, with the .tflite files and the torch-free runtime:
+  1. embed the message into the photo at its own size (`runtime.Embedder.embed`);
+  2. save it as an 8-bit PNG and read it back;
+  3. attack the saved image (`attacks.ATTACKS`: JPEG, resize, crop read as is, H.264 clip, ...);
+  4. detect (`runtime.Detector.detect`) and count the matching bits.
+Nothing here runs on the processing-size tensor. Numbers are bit accuracy over images x messages; PSNR is
+of the saved PNG against the original, at full resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from .attacks import ATTACKS
+from .images import NamedImage, random_messages
+from .runtime import Detector, Embedder, load_image, to_uint8
+
+MESSAGE_SEED = 17
+# the attack set of issue #13's table, in its order; every name is a key of attacks.ATTACKS (or "clean")
+TABLE_ATTACKS = ("clean", "jpeg_80", "jpeg_50", "resize_0.5", "crop_50pct_area", "h264_crf23", "h264_crf30")
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustnessResult:
+    """Bit accuracy per attack over `samples` (images x messages), and the mean PSNR of the saved images."""
+
+    bit_accuracy: dict[str, float]
+    psnr_db: float
+    psnr_db_min: float
+    images: int
+    messages_per_image: int
+    nbits: int
+
+    @property
+    def samples(self) -> int:
+        return self.images * self.messages_per_image
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"samples": self.samples}
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def saved_watermarked(embedder: Embedder, image: np.ndarray, message: np.ndarray, folder: Path) -> np.ndarray:
+    """Steps 1-2: embed at full resolution, save as PNG, read back (float [3,H,W])."""
+    path = folder / "watermarked.png"
+    Image.fromarray(to_uint8(embedder.embed(image, message))).save(path)
+    return load_image(path)
+
+
+def evaluate(
+    embedder: Embedder,
+    detector: Detector,
+    images: Iterable[NamedImage],
+    messages_per_image: int = 4,
+    attacks: tuple[str, ...] = TABLE_ATTACKS,
+    progress: Callable[[], None] | None = None,
+) -> RobustnessResult:
+    """Steps 1-4 for every image x message; `progress` is called once per sample."""
+    images = list(images)
+    funcs = {name: (lambda x: x) if name == "clean" else ATTACKS[name] for name in attacks}
+    msgs = random_messages(len(images) * messages_per_image, embedder.nbits, MESSAGE_SEED)
+    hits = {name: 0 for name in attacks}
+    psnrs = []
+    with tempfile.TemporaryDirectory(prefix="vst-robust-") as tmp:
+        for k, message in enumerate(msgs):
+            original = images[k // messages_per_image].pixels
+            saved = saved_watermarked(embedder, original, message, Path(tmp))
+            psnrs.append(psnr_db(saved, original))
+            for name, attack in funcs.items():
+                hits[name] += int((detector.detect(attack(saved)).bits == message.astype(bool)).sum())
+            if progress:
+                progress()
+    total = len(msgs) * embedder.nbits
+    return RobustnessResult(
+        {name: hits[name] / total for name in attacks},
+        float(np.mean(psnrs)),
+        float(np.min(psnrs)),
+        len(images),
+        messages_per_image,
+        embedder.nbits,
+    )
+
+
+def markdown_row(label: str, result: RobustnessResult, attacks: tuple[str, ...] = TABLE_ATTACKS) -> str:
+    return f"| {label} | " + " | ".join(f"{result.bit_accuracy[a]:.3f}" for a in attacks) + f" | {result.psnr_db:.2f} |"
+
+
+def markdown_header(attacks: tuple[str, ...] = TABLE_ATTACKS) -> list[str]:
+    return ["| file | " + " | ".join(attacks) + " | PSNR dB |", "|---" * (len(attacks) + 2) + "|"]

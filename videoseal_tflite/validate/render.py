@@ -1,0 +1,233 @@
+"""Rendering a validation report: report.md (the table a release engineer reads first) and tradeoff.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_path, write_text_atomic
+from ..variants import order
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    random_init = report["weights"] == "random-init"
+    lines = [
+        f"# {report['card']} ({report['nbits']} bits, weights: {report['weights_label'] or report['weights']})",
+        "",
+    ]
+    if random_init:
+        lines += [
+            "**Random-init weights: bit accuracy is chance level here (about 50 %); agreement with PyTorch is "
+            "what counts.**",
+            "",
+        ]
+    ref = report["pytorch_reference"]
+    acc = "bit acc (chance level)" if random_init else "bit acc"
+    lines += [
+        f"Images: {report['images']['count']} from {report['images']['source']}, {report['messages']['per_image']} "
+        f"random messages each, at the processing size ({report['images']['size']} px). PyTorch reference: "
+        f"bit acc {ref['bit_accuracy']:.4f}, PSNR {ref['psnr_db']:.2f} dB."
+    ]
+    if report["images"].get("fullres"):
+        lines += [
+            f"Full resolution: {report['images']['fullres']}, each file through the runtime, saved as PNG and "
+            "read back (an embedder with the FP32 detector, a detector with the FP32 embedder)."
+        ]
+    lines += [
+        "",
+        f"| part | variant | status | MB | xFP32 | {acc} | vs PyTorch | PSNR dB | {acc} full res | "
+        "PSNR full res | ms (median) |",
+        "|---" * 11 + "|",
+    ]
+    for r in report["records"]:
+        mb = _fmt(r["bytes"] / 1e6 if r["bytes"] else None, ".2f")
+        full = r.get("fullres") or {}
+        lines.append(
+            f"| {r['part']} | {r['variant']} | {r['status']} | {mb} | {_fmt(r['size_ratio_vs_fp32'], '.2f')} | "
+            f"{_fmt(r['bit_accuracy'], '.4f')} | {_fmt(r['bit_agreement_vs_pytorch'], '.4f')} | "
+            f"{_fmt(r.get('psnr_db'), '.2f')} | {_fmt(full.get('bit_accuracy'), '.4f')} | "
+            f"{_fmt(full.get('psnr_db') if r['part'] == 'embedder' else None, '.2f')} | "
+            f"{_fmt(r['latency_ms_median'], '.1f')} |"
+        )
+    for part in report.get("missing_parts", []):
+        lines += ["", f"**Missing part: no {part} file for {report['card']}** (a shard that never arrived?)"]
+    lines += _pairs_table(report) + _attacks_table(report) + _notes(report)
+    return "\n".join(lines) + "\n"
+
+
+def _runtime_label(report: dict[str, Any]) -> str:
+    threads = next((r["threads"] for r in report["records"]), 2)
+    return f"LiteRT CPU, XNNPACK delegate, {threads} threads"
+
+
+def _gpu_cell(gpu: dict | None) -> str:
+    if not gpu:
+        return "-"
+    ops = ", ".join(sorted({b["op"] or "?" for b in gpu["blocking_ops"]}))
+    return gpu["verdict"] + (f": {ops}" if ops else "")
+
+
+def _xnnpack_cell(cov: dict | None) -> str:
+    return "-" if not cov else f"{cov['xnnpack_nodes']}/{cov['nodes']}"
+
+
+def _pairs_table(report: dict[str, Any]) -> list[str]:
+    if not report["pairs"]:
+        return []
+    dets = sorted({p["detector"] for p in report["pairs"]}, key=order)
+    lines = [
+        "",
+        "Embedder x detector (bit accuracy, both .tflite):",
+        "",
+        "| embedder \\ detector | " + " | ".join(dets) + " |",
+        "|---" * (len(dets) + 1) + "|",
+    ]
+    for emb in sorted({p["embedder"] for p in report["pairs"]}, key=order):
+        row = {p["detector"]: p["bit_accuracy"] for p in report["pairs"] if p["embedder"] == emb}
+        lines.append(f"| {emb} | " + " | ".join(_fmt(row.get(d), ".4f") for d in dets) + " |")
+    return lines
+
+
+def attack_losses(report: dict[str, Any], max_loss: float = 0.01) -> list[str]:
+    """Each quantized file that loses more than `max_loss` (1 point) of bit accuracy against the FP32 file of
+    its part under an attack, one line each, naming the variant, the attack and the loss."""
+    fp32 = {r["part"]: r.get("attacks") or {} for r in report["records"] if r["variant"] == "fp32"}
+    lines = []
+    for r in report["records"]:
+        for attack, value in (r.get("attacks") or {}).items() if r["variant"] != "fp32" else ():
+            base = fp32.get(r["part"], {}).get(attack)
+            if base is not None and base - value > max_loss:
+                lines.append(
+                    f"{report['card']} {r['part']} {r['variant']}: {attack} {value:.3f} vs FP32 {base:.3f} "
+                    f"({(value - base) * 100:+.1f} points)"
+                )
+    return lines
+
+
+def _attacks_table(report: dict[str, Any]) -> list[str]:
+    names = report.get("attacks") or []
+    if not names:
+        return []
+    lines = [
+        "",
+        "Bit accuracy under attacks at full resolution (saved PNG, attacked, read back; embedder rows with the "
+        "FP32 detector, detector rows with the FP32 embedder):",
+        "",
+        "| part | variant | " + " | ".join(names) + " |",
+        "|---|---" + "|---" * len(names) + "|",
+    ]
+    for r in report["records"]:
+        if r.get("attacks"):
+            lines.append(
+                f"| {r['part']} | {r['variant']} | "
+                + " | ".join(_fmt(r["attacks"].get(n), ".3f") for n in names)
+                + " |"
+            )
+    losses = attack_losses(report)
+    lines += ["", "Within 1 point of FP32 under every attack: " + ("yes, every file." if not losses else "no:")]
+    return lines + [f"- {line}" for line in losses]
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    notes = []
+    for r in report["records"]:
+        for rep in r["repairs_applied"]:
+            verb = "Tried against" if r["status"] == "failed" else "Removed"
+            notes.append(
+                f"- {r['part']} {r['variant']}: repair `{rep['name']}`: {rep['what']}. {verb}: "
+                f"`{rep['removed_error'][:200]}`"
+            )
+        if r["load_error"]:
+            notes.append(f"- {r['part']} {r['variant']}: **failed**: `{r['load_error'][:300]}`")
+        errors = [
+            f for f in r["flags"] if f["kind"] in ("batch_matmul_dtypes", "broadcast_to_shape", "custom_op", "flex_op")
+        ]
+        if errors:
+            notes.append(
+                f"- {r['part']} {r['variant']}: {len(errors)} flag(s) {errors[0]['kind']}: {errors[0]['detail'][:160]}"
+            )
+    return ["", "## Repairs, failures and flags", ""] + notes if notes else []
+
+
+def plotted_metric(report: dict[str, Any]) -> tuple[str, str]:
+    """(record key, axis label) of what the plot shows. Random-init weights read chance-level bits (about 50 %
+    for every file), so their plot shows what means something there: agreement with PyTorch."""
+    if report["weights"] == "random-init":
+        return "bit_agreement_vs_pytorch", "bit agreement with PyTorch FP32 (%)"
+    return "bit_accuracy", "bit accuracy (%)"
+
+
+def tradeoff_plot(report: dict[str, Any], target: Path) -> None:
+    """Size vs the plotted metric per part, one colour per variant, marker area ~ latency. The legend sits
+    below each axis, outside the data, so it never covers a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, label = plotted_metric(report)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), constrained_layout=True)
+    for ax, part in zip(axes, ("embedder", "detector")):
+        rows = sorted(
+            (r for r in report["records"] if r["part"] == part and r.get(key) is not None),
+            key=lambda r: order(r["variant"]),
+        )
+        for r in rows:
+            mb, value, ms = r["bytes"] / 1e6, r[key] * 100, r["latency_ms_median"] or 1.0
+            ax.scatter(
+                mb,
+                value,
+                s=50 + 10 * math.sqrt(ms),
+                color=f"C{order(r['variant'])}",
+                alpha=0.75,
+                edgecolors="k",
+                linewidths=0.5,
+                label=f"{r['variant']}: {mb:.2f} MB, {value:.2f} %, {ms:.1f} ms",
+            )
+        failed = [r["variant"] for r in report["records"] if r["part"] == part and r.get(key) is None]
+        title = f"{report['card']} {part}" + (f"  (not built / not loading: {', '.join(failed)})" if failed else "")
+        ax.set_title(title, fontsize=10)
+        if rows:
+            low = min(r[key] for r in rows) * 100
+            ax.set_ylim(max(0.0, min(low - 1.0, 99.0)), 100.6)
+            ax.set_xlim(0, max(r["bytes"] for r in rows) / 1e6 * 1.15)
+            ax.legend(
+                fontsize=8,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.14),
+                ncol=2,
+                title="variant: size, value, median latency",
+                title_fontsize=8,
+            )
+        ax.set_xlabel("file size (MB)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    chance = (
+        (
+            "; random-init weights: bit accuracy is chance level "
+            f"({report['pytorch_reference']['bit_accuracy'] * 100:.1f} % for PyTorch itself)"
+        )
+        if key != "bit_accuracy"
+        else ""
+    )
+    fig.suptitle(
+        f"Which file to ship: size vs {label.split(' (')[0]} (marker area grows with latency){chance}", fontsize=10
+    )
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], card_dir: Path) -> list[Path]:
+    card_dir = Path(card_dir)
+    json_path, md_path, png_path = card_dir / "report.json", card_dir / "report.md", card_dir / "tradeoff.png"
+    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(md_path, report_markdown(report))
+    tradeoff_plot(report, png_path)
+    return [json_path, md_path, png_path]
