@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # make fuzz: random (not derandomized) mutations of a real model through inspect + load; ~2 s per example
 FUZZ_EXAMPLES ?= 60
 
-.PHONY: setup convert convert-official validate bench test test-fast lint fuzz clean lock
+.PHONY: setup setup-npu convert convert-official validate bench test test-fast lint fuzz clean lock
 
 setup: $(STAMP)
 
@@ -47,6 +47,7 @@ validate: $(STAMP)
 # Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init)
 bench: $(STAMP)
 	$(CLI) bench --card compact
+	$(CLI) bench --card compact --video --artifacts $(ARTIFACTS)
 	$(CLI) bench --card videoseal_0.0 --random-init 0
 	$(CLI) bench --card videoseal_1.0 --random-init 0
 	$(PY) scripts/readme_performance.py
@@ -69,6 +70,18 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(ARTIFACTS)/*/ .pytest_cache
+
+# The NPU extra (README, "NPU (offline AOT compile)"): ai-edge-litert + vendor SDK packages in their own venv,
+# never in .venv. --no-cache-dir: an SDK sdist built offline is an empty wheel; a later build must not reuse it.
+NPU_VENV := .venv-npu
+NPU_PY := $(NPU_VENV)/bin/python
+setup-npu: $(NPU_VENV)/.installed
+
+$(NPU_VENV)/.installed: requirements-npu.lock
+	@test -x $(NPU_PY) || $(PYTHON) -m venv $(NPU_VENV)
+	$(NPU_PY) -m pip install -q --disable-pip-version-check --no-cache-dir --no-deps -r requirements-npu.lock
+	PYTHONPATH=. $(NPU_PY) -m videoseal_tflite.validate.npu --list-targets
+	@touch $@
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -21,4 +21,23 @@ def test_bench_smoke(tmp_path):
         assert entry["variants"]["fp32"]["ratio_vs_fp32_2t"] == 1.0
         assert entry["pytorch_eager_ms"]["2"]["median"] > 0
     json_path, md_path = write_bench(record, tmp_path / "bench")
-    assert json_path.is_file() and "| part | variant | MB |" in md_path.read_text()
+    assert json_path.is_file() and "| part | variant | runtime | delegate (nodes taken) |" in md_path.read_text()
+    # every latency row names its runtime, delegate (with the nodes it took) and threads
+    assert "| LiteRT CPU | XNNPACK (" in md_path.read_text() and "| PyTorch eager | none |" in md_path.read_text()
+    cov = record["parts"]["detector"]["variants"]["fp32"]["xnnpack"]
+    assert 0 < cov["xnnpack_nodes"] <= cov["nodes"]
+
+
+def test_video_bench_smoke(compact_artifacts):
+    """The video record at a CI-sized clip: ours per variant beside videoseal's PyTorch video mode."""
+    from videoseal_tflite.bench_video import bench_video, bench_video_markdown
+
+    record = bench_video(compact_artifacts.out_dir, sizes=((320, 180),), frames=12, variants=("fp32",))
+    row = record["sizes"]["180p"]
+    assert set(row) == {"fp32", "pytorch"} and not any("error" in r for r in row.values()), row
+    ours, torch_row = row["fp32"], row["pytorch"]
+    assert ours["frames"] == torch_row["frames"] == 12
+    assert ours["embed_fps"] > 0 and ours["detect_fps"] > 0 and ours["watermarking_fps"] > ours["embed_fps"]
+    assert set(ours["seconds"]) == {"decode", "model", "resize_blend", "encode"}
+    assert ours["peak_rss_mb"] > 50 and torch_row["peak_rss_mb"] > ours["peak_rss_mb"]
+    assert "| 180p | PyTorch (videoseal) |" in bench_video_markdown(record)

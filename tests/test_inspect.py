@@ -79,3 +79,46 @@ def test_inspect_json_lists_every_op(card_artifacts, capsys):
     report = json.loads(capsys.readouterr().out)
     assert sum(report["op_histogram"].values()) == len(report["ops"])
     assert all("dtype" in i and "const" in i for op in report["ops"] for i in op["inputs"])
+
+
+def test_xnnpack_coverage_adds_up_and_names_reference_kernels(compact_artifacts):
+    """Read from the interpreter's node list after delegation: N of M, the ops XNNPACK left, Q/DQ crossings."""
+    from videoseal_tflite.validate.coverage import xnnpack_coverage
+
+    files = {(p.name.split("_")[0], p.name.split("_", 2)[2].split(".")[0]): p
+             for p in compact_artifacts.out_dir.glob("*.tflite")}  # fmt: skip
+    for (part, variant), path in sorted(files.items()):
+        cov = xnnpack_coverage(path)
+        static = inspect_model(path, load=False)
+        assert cov.nodes == len(static.ops), path.name
+        assert cov.delegated + len(cov.reference_ops) == cov.nodes and cov.partitions >= 1
+        print(path.name, cov.line())
+    detector = xnnpack_coverage(files[("detector", "fp32")])
+    # the ViT's patch padding: XNNPACK has no MIRROR_PAD, so it stays on the built-in kernel, named with its node
+    pads = [op.node for op in inspect_model(files[("detector", "fp32")], load=False).ops if op.op == "MIRROR_PAD"]
+    assert pads and set(pads) <= {node for node, op in detector.reference_ops if op == "MIRROR_PAD"}
+    assert detector.quantize == detector.dequantize == 0
+    int8 = xnnpack_coverage(files[("detector", "int8")])
+    assert int8.quantize > 0 and int8.dequantize > 0 and int8.crossings == int8.quantize + int8.dequantize
+
+
+def test_inspect_prints_coverage(compact_artifacts, capsys):
+    path = next(compact_artifacts.out_dir.glob("detector_128_fp32*.tflite"))
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "XNNPACK:" in out and "MIRROR_PAD (node" in out
+
+
+def test_gpu_static_check_is_labelled_and_parsed(compact_artifacts):
+    from videoseal_tflite.validate.gpu import gpu_static_check, parse_analyzer
+
+    path = next(compact_artifacts.out_dir.glob("detector_128_int8*.tflite"))
+    result = gpu_static_check(path)
+    assert result["check"].startswith("static check") and result["verdict"] == "compatible"
+    # the analyzer's own format (tensorflow/lite/python/analyzer_wrapper/model_analyzer.cc)
+    text = ("Subgraph#0 main(T#0) -> [T#3]\n  Op#0 CUMSUM(T#0, T#1) -> [T#2]\n"
+            "GPU COMPATIBILITY WARNING: Not supported op CUMSUM\n  Op#1 ADD(T#2, T#0) -> [T#3]\n"
+            "\nGPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 0\n")  # fmt: skip
+    parsed = parse_analyzer(text)
+    assert parsed == {"verdict": "incompatible", "blocking_ops": [{"node": 0, "op": "CUMSUM",
+                                                                   "why": "Not supported op CUMSUM"}]}  # fmt: skip

@@ -27,3 +27,23 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), f"not deterministic: {key}"
         assert torch.equal(a[key], c[key]), f"resume differs: {key}"
+
+
+def test_robust_finetuning_is_deterministic_and_resumes(tmp_path):
+    """scripts/train_robust.py's engine (issue #13): the full-resolution path with attacks, from the shipped
+    weights; the same seed gives the same weights, and an interrupted run resumed equals an uninterrupted one."""
+    from videoseal_tflite.robust_training import RobustConfig, finetune_robust
+
+    tiny = RobustConfig(steps=4, batch=2, full_sizes=(160, 192), eval_every=4, checkpoint_every=100,
+                        procedural_pool=2, ramp_fraction=0.5, target_psnr=30.0)  # fmt: skip
+    last = {}
+    for name, stop in (("a", None), ("b", 2)):
+        finetune_robust(tiny, tmp_path / name, tmp_path / f"{name}.pth", resume=False, progress=False, stop_after=stop)
+        if stop:
+            finetune_robust(tiny, tmp_path / name, tmp_path / f"{name}.pth", resume=True, progress=False)
+        last[name] = torch.load(tmp_path / name / "last.pt", map_location="cpu", weights_only=False)
+    assert last["a"]["step"] == last["b"]["step"] == 4
+    for key, value in last["a"]["model"].items():
+        assert torch.equal(value, last["b"]["model"][key]), f"resume differs: {key}"
+    history = last["a"]["history"]
+    assert [h["step"] for h in history] == [0, 4] and 0.0 <= history[-1]["jpeg50"] <= 1.0 and history[-1]["psnr"] > 30

@@ -16,18 +16,12 @@ from .errors import InvalidMessage, InvalidModelFile, VsTfliteError
 PROG = "videoseal-tflite"
 
 
-def console_err():
+def _say(*args, err: bool = False) -> None:
+    """A line for the user on the terminal's stdout (stderr with `err`), also while third-party output goes to
+    the step's log (`console.quiet`)."""
     from . import console
 
-    return console.stream()
-
-
-def _say(*args, **kwargs) -> None:
-    """A result line for the user: the terminal's stdout, also while third-party output goes to the log."""
-    from . import console
-
-    kwargs.setdefault("file", console.out())
-    print(*args, **kwargs)
+    print(*args, file=console.stream() if err else console.out())
 
 
 def _print_variants(results) -> None:
@@ -95,7 +89,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         _print_variants(artifacts.variants)
         failed += sum(v.status == "failed" for v in artifacts.variants)
     if failed:
-        _say(f"{failed} variant(s) failed and were not written; see quantize_log.json", file=console_err())
+        _say(f"{failed} variant(s) failed and were not written; see quantize_log.json", err=True)
     return 1 if failed else 0
 
 
@@ -119,6 +113,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .validate.inspect_model import format_inspection, inspect_model
 
+    if args.npu:  # the NPU extra's AOT compile record instead (validate/npu.py; exit 2 without `make setup-npu`)
+        from .validate.npu import inspect_npu
+
+        return inspect_npu(args.file, args.npu, as_json=args.json)
     result = inspect_model(args.file, load=not args.no_load, runtime=args.runtime)
     if args.json:
         print(json.dumps(result.to_json(with_ops=True), indent=2))
@@ -242,11 +240,58 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
     return 0
 
 
-def _cmd_embed(args: argparse.Namespace) -> int:
-    from PIL import Image
+def _saved_warning(accuracy: float, unsaved: float, written, quality: int) -> str:
+    """The one stderr line when the saved file does not read back every bit, and the likely cause."""
+    if accuracy < unsaved and written.format in ("JPEG", "WEBP"):
+        why = f"saving as {written.format} at --quality {quality} lost bits; raise --quality or write a .png"
+    elif accuracy < unsaved:
+        why = "rounding to 8 bits lost bits"
+    else:
+        why = "the embedder did not carry every bit on this image (before saving too)"
+    return f"{PROG}: warning: the saved file reads back with bit accuracy {accuracy:.4f} < 1: {why}"
 
-    from .atomic import atomic_path
-    from .runtime import Detector, Embedder, load_image, to_uint8
+
+def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Path, detector_path: Path) -> int:
+    """Watermark the RGB; keep alpha, EXIF (orientation applied, tag set to 1), ICC profile and, where the
+    output format and the watermark allow it, the mode (see `image_io`); then read the saved file back."""
+    from .image_io import check_quality, output_format, read_image, write_image
+    from .runtime import Detector, load_image
+
+    check_quality(args.quality)
+    source = read_image(args.input)
+    output_format(args.output)  # a bad extension fails before any work
+    watermarked = embedder.embed(source.pixels, message)
+    written = write_image(args.output, watermarked, source, args.quality)
+    detector = Detector(detector_path, args.threads)
+    detection = detector.detect(load_image(args.output))
+    report = {
+        "output": str(args.output),
+        "embedder": str(embedder_path),
+        "detector": str(detector_path),
+        "mode": written.mode,
+        **({"quality": args.quality} if written.format in ("JPEG", "WEBP") else {}),
+        "kept": list(written.kept),
+        "notes": list(written.notes),
+        **_detection_json(detection, message),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {args.output} ({written.mode}; {embedder_path.name})")
+        if written.kept:
+            print(f"kept: {', '.join(written.kept)}")
+        for note in written.notes:
+            print(f"note: {note}")
+        print(f"recovered bits: {report['bits']}")
+        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name})")
+    if report["bit_accuracy"] < 1.0:
+        unsaved = detector.detect(watermarked).bit_accuracy(message)
+        print(_saved_warning(report["bit_accuracy"], unsaved, written, args.quality), file=sys.stderr)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .runtime import Embedder
     from .video import is_video_path
 
     embedder_path = args.embedder or find_model(args.artifacts, args.card, "embedder", args.variant)
@@ -257,26 +302,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         raise InvalidMessage("give the message to embed with --message BITS or --message-hex HEX")
     if is_video_path(args.input):
         return _embed_video(args, embedder, message, Path(embedder_path), Path(detector_path))
-    image = load_image(args.input)
-    if args.output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"):
-        raise VsTfliteError(f"output {args.output} needs an image extension (.png recommended: lossless)")
-    watermarked = to_uint8(embedder.embed(image, message))
-    with atomic_path(args.output) as tmp:
-        Image.fromarray(watermarked).save(tmp, format=Image.registered_extensions()[args.output.suffix.lower()])
-    detection = Detector(detector_path, args.threads).detect(load_image(args.output))
-    report = {
-        "output": str(args.output),
-        "embedder": str(embedder_path),
-        "detector": str(detector_path),
-        **_detection_json(detection, message),
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"wrote {args.output} ({embedder_path.name})")
-        print(f"recovered bits: {report['bits']}")
-        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name})")
-    return 0
+    return _embed_image(args, embedder, message, Path(embedder_path), Path(detector_path))
 
 
 def _detect_video(args: argparse.Namespace, detector, message, detector_path: Path) -> int:
@@ -396,7 +422,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         _say(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     for line in problems:
-        _say(f"below floor: {line}", file=console_err())
+        _say(f"below floor: {line}", err=True)
     return 1 if problems else 0
 
 
@@ -416,6 +442,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_video(args: argparse.Namespace) -> int:
+    from .atomic import write_text_atomic
+    from .bench_video import bench_video, bench_video_markdown
+
+    card_dir = Path(args.artifacts) / args.card
+    if not any(card_dir.glob("*.tflite")):
+        raise VsTfliteError(f"no .tflite files for {args.card} in {args.artifacts}; run `make convert` first")
+    record = bench_video(card_dir, variants=tuple(args.variant) if args.variant else None, preset=args.preset)
+    out = Path(args.artifacts) / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / f"video_{args.card}.json", json.dumps(record, indent=2) + "\n")
+    markdown = bench_video_markdown(record)
+    write_text_atomic(out / f"video_{args.card}.md", markdown)
+    _say(markdown)
+    return 0
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from .merge import merge_shards
 
@@ -429,6 +472,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_card, write_bench
     from .weights import WeightSource
 
+    if args.video:
+        return _bench_video(args)
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     out = Path(args.artifacts) / "bench"
     record = bench_card(
@@ -527,9 +572,20 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_EMBED_DESCRIPTION = (
+    "Watermark an image or a video. Images keep what they carry: alpha (put back unchanged), EXIF and ICC "
+    "profile, DPI, PNG text, and grayscale where the card's watermark stays gray (else RGB, with a note). An "
+    "EXIF orientation is applied to the pixels and the tag set to 1, so the file stores the watermarked "
+    "orientation and `detect` reads it whether or not a viewer applies EXIF rotation. The saved file is read "
+    "back with the detector; a warning goes to stderr when it does not give every bit (exit code stays 0)."
+)
+
+
 def _add_embed_and_detect(sub) -> None:
     """The `embed` and `detect` subcommands: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
-    embed = sub.add_parser("embed", help="watermark an image or a video with the .tflite embedder")
+    embed = sub.add_parser(
+        "embed", help="watermark an image or a video with the .tflite embedder", description=_EMBED_DESCRIPTION
+    )
     embed.add_argument("input", type=Path, help="image, or video (.mp4 .m4v .mov .mkv .webm .avi; other names probed)")
     embed.add_argument(
         "output", type=Path, help="image (.png recommended) or video (.mp4 .m4v .mov .mkv: H.264 yuv420p, audio copied)"
@@ -549,6 +605,13 @@ def _add_embed_and_detect(sub) -> None:
         "--preset", default="medium", help="video: libx264 preset, ultrafast ... veryslow (default medium)"
     )
     embed.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate of the verdict (default 1e-6)")
+    embed.add_argument(
+        "--quality",
+        type=int,
+        default=95,
+        metavar="Q",
+        help="image: JPEG/WebP output quality, 1-100 (default 95); low values can lose watermark bits",
+    )
     embed.set_defaults(func=_cmd_embed)
 
     detect = sub.add_parser("detect", help="read the message bits from an image or a video with the .tflite detector")
@@ -636,6 +699,12 @@ def _add_inspect(sub) -> None:
     inspect.add_argument(
         "--runtime", choices=("litert", "tflite"), default="litert", help="interpreter for the load check"
     )
+    inspect.add_argument(
+        "--npu",
+        metavar="TARGET",
+        help="instead: LiteRT AOT-compile for TARGET (qualcomm, mediatek, intel_npu, intel_cpu; NAME:SOC) and print"
+        " the compiler's record; needs `make setup-npu`",
+    )
     inspect.set_defaults(func=_cmd_inspect)
 
 
@@ -707,6 +776,12 @@ def _add_bench(sub) -> None:
     )
     bench.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 128/256/512 detector re-exports")
+    bench.add_argument(
+        "--video",
+        action="store_true",
+        help="video fps of <artifacts>/<card>'s files at 720p/1080p beside videoseal's PyTorch video mode",
+    )
+    bench.add_argument("--preset", default="veryfast", help="libx264 preset of the video bench (default veryfast)")
     bench.set_defaults(func=_cmd_bench, quiet_step="bench")
 
 
@@ -724,17 +799,14 @@ def _add_pick(sub) -> None:
     pick.set_defaults(func=_cmd_pick)
 
 
-def _log_dir(args: argparse.Namespace) -> Path | None:
-    """Where a long step's third-party output is kept: `<artifacts>/<card>/` (the root when several cards)."""
+def _log_dir(args: argparse.Namespace) -> Path:
+    """Where a long step's third-party output is kept: `<artifacts>/<card>/logs/` (the root's when several cards)."""
     root = Path(getattr(args, "artifacts", None) or "artifacts")
     card = getattr(args, "card", None)
     cards = card if isinstance(card, list) else ([card] if card else [])
     if getattr(args, "all_official", False) or len(cards) > 1:
         return root
-    name = cards[0] if cards else (default_card(root) if args.command != "validate" else None)
-    if name is None:
-        present = cards_present(root)
-        return root / present[0] if len(present) == 1 else root
+    name = cards[0] if cards else default_card(root)
     return root / (Path(name).stem if name.endswith((".yaml", ".yml")) else name)
 
 

@@ -25,12 +25,11 @@ from .images import calibration_images, evaluation_images, random_messages
 from .lock import output_lock
 from .manifest import update_manifest
 from .quantize.build import CheckSet, VariantResult, make_check_set, quantize_variant
-from .runtime import attenuation_of, blend, round_8bit
+from .runtime import round_8bit
 from .staleness import input_hash, up_to_date
 from .tflite_metadata import read_metadata
-from .validate.load_check import run_isolated
 from .variants import spec, variant_names
-from .weights import LoadedModel, WeightSource, load_model
+from .weights import LoadedModel, WeightSource, load_model, load_model_for_metadata
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +58,19 @@ def _feeds(part: str, images: list, nbits: int, seed: int) -> list[dict[str, np.
     ]
 
 
-def _watermarked_check_images(out_dir: Path, card: Card, images: list, seed: int) -> list[dict[str, np.ndarray]] | None:
-    """Detector check inputs: the evaluation images watermarked by the FP32 embedder .tflite (8-bit), so that
-    variant-vs-FP32 agreement is measured on logits that carry a message, not on noise around zero."""
-    embedders = [path for art, path in Artifact.find(out_dir, "embedder", "fp32") if art.size == card.img_size]
-    if not embedders:
-        return None
-    feeds = _feeds("embedder", images, card.nbits, seed)
-    result, outputs = run_isolated(embedders[0], feeds)
-    if not result.loads:
-        return None
-    meta = read_metadata(embedders[0].read_bytes()) or {}
-    return [
-        {
-            "image": round_8bit(
-                blend(feed["image"][0], out["watermark"][0], card.scaling_w, card.scaling_i, attenuation_of(meta))
-            )[None]
-        }
-        for feed, out in zip(feeds, outputs)
-    ]
+def _watermarked_check_images(card: Card, fp32_meta: dict, images: list, seed: int) -> list[dict[str, np.ndarray]]:
+    """Detector check inputs: the evaluation images watermarked by videoseal's own PyTorch embed with the same
+    weights (8-bit), so that variant-vs-FP32 agreement is measured on logits that carry a message, not on noise
+    around zero. From the weights, not from an embedder file on disk, so a detector built alone (a CI shard)
+    comes out byte-identical to one built beside its embedder."""
+    import torch
+
+    model = load_model_for_metadata(fp32_meta, card.name).model
+    pixels = np.stack([img.pixels for img in images])
+    messages = random_messages(len(images), card.nbits, seed)
+    with torch.no_grad():
+        marked = model.embed(torch.from_numpy(pixels), torch.from_numpy(messages), is_video=False)["imgs_w"].numpy()
+    return [{"image": round_8bit(img)[None]} for img in marked]
 
 
 def check_set(card: Card, out_dir: Path, part: str, fp32_path: Path, images: list | None = None) -> CheckSet:
@@ -86,7 +79,7 @@ def check_set(card: Card, out_dir: Path, part: str, fp32_path: Path, images: lis
     images = images if images is not None else evaluation_images(card.img_size)
     feeds = _feeds(part, images, card.nbits, CHECK_MESSAGE_SEED)
     if part == "detector":
-        feeds = _watermarked_check_images(out_dir, card, images, CHECK_MESSAGE_SEED) or feeds
+        feeds = _watermarked_check_images(card, read_metadata(fp32_path.read_bytes()) or {}, images, CHECK_MESSAGE_SEED)
     return make_check_set(fp32_path, feeds)
 
 

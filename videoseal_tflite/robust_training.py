@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .cards import Card, load_card
 from .images import CALIB_BUNDLED, TRAIN_PROCEDURAL_SEEDS, bundled_image, procedural_image
-from .training import export_weights, round_ste
+from .training import export_weights, rng_state, round_ste, set_rng_state
 
 VALIDATION_PROCEDURAL_SEEDS = range(3000, 3008)  # never in eval, calibration or training seeds
 
@@ -45,7 +45,7 @@ VALIDATION_PROCEDURAL_SEEDS = range(3000, 3008)  # never in eval, calibration or
 @dataclasses.dataclass(frozen=True)
 class RobustConfig:
     card: str = "compact"
-    init: str = "videoseal_tflite/weights/compact.pth"
+    init: str = "package:weights/compact.pth"  # the weights to start from (`package:` = inside videoseal_tflite/)
     seed: int = 0
     steps: int = 20000
     batch: int = 8
@@ -223,14 +223,12 @@ def validate_robust(model: torch.nn.Module, card: Card, images: list[np.ndarray]
 
 
 def _load_init(model: torch.nn.Module, path: str) -> None:
+    if path.startswith("package:"):
+        path = str(Path(__file__).parent / path.split(":", 1)[1])
     state = torch.load(path, map_location="cpu", weights_only=False)
     missing, _ = model.load_state_dict(state["model"], strict=False)
     if any(k.startswith(("embedder.", "detector.")) for k in missing):
         raise SystemExit(f"{path} lacks embedder/detector weights for this card")
-
-
-def _rng_state(rng: np.random.Generator) -> dict:
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
 
 
 def _restore(path: Path, cfg: RobustConfig, model, opt_e, opt_d, rng) -> tuple[int, dict, list]:
@@ -240,9 +238,7 @@ def _restore(path: Path, cfg: RobustConfig, model, opt_e, opt_d, rng) -> tuple[i
     model.load_state_dict(state["model"])
     opt_e.load_state_dict(state["opt_e"])
     opt_d.load_state_dict(state["opt_d"])
-    rng.bit_generator.state = state["rng"]["numpy"]
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
+    set_rng_state(rng, state["rng"])
     return state["step"], state["best"], state["history"]
 
 
@@ -256,7 +252,7 @@ def _save(last: Path, cfg: RobustConfig, model, opt_e, opt_d, rng, step: int, be
         "step": step,
         "best": best,
         "history": history,
-        "rng": _rng_state(rng),
+        "rng": rng_state(rng),
     }
     with atomic_path(last) as tmp:
         torch.save(state, tmp)

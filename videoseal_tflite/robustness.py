@@ -49,6 +49,7 @@ class RobustnessResult:
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two images in [0, 1] (float64 arithmetic)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 10 * math.log10(1 / max(mse, 1e-12))
 
@@ -100,3 +101,39 @@ def markdown_row(label: str, result: RobustnessResult, attacks: tuple[str, ...] 
 
 def markdown_header(attacks: tuple[str, ...] = TABLE_ATTACKS) -> list[str]:
     return ["| file | " + " | ".join(attacks) + " | PSNR dB |", "|---" * (len(attacks) + 2) + "|"]
+
+
+VIDEO_CLIP = {"photo": "stereo_motorcycle", "width": 640, "height": 360, "frames": 24, "fps": 24}
+
+
+def evaluation_clip(folder: Path) -> Path:
+    """The report's test clip: a 1 s pan across a held-out photo at 640x360 (generated, near-lossless)."""
+    from .clips import pan_frames, write_clip
+    from .images import fullres_photo
+
+    photo = to_uint8(fullres_photo(VIDEO_CLIP["photo"]).pixels)
+    frames = pan_frames(photo, VIDEO_CLIP["width"], VIDEO_CLIP["height"], VIDEO_CLIP["frames"])
+    return write_clip(Path(folder) / "clip.mp4", frames, VIDEO_CLIP["fps"])
+
+
+def evaluate_video(embedder: Embedder, detector: Detector, clip: Path, step_size: int, messages: int = 2) -> dict:
+    """Mark `clip` with `video.embed_video` (CRF 23, as a user would), attack the written file
+    (`clips.VIDEO_ATTACKS`), read it back with `video.detect_video` (avg over frames): per attack, the bit
+    accuracy over `messages` messages and the p-value of the matching bits, P(Binomial(n, 1/2) >= k)."""
+    from .clips import VIDEO_ATTACKS, reencode_clip
+    from .verdict import pvalue
+    from .video import detect_video, embed_video
+
+    hits: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="vst-video-") as tmp:
+        for k, message in enumerate(random_messages(messages, embedder.nbits, MESSAGE_SEED + 1)):
+            marked = Path(tmp) / f"marked{k}.mp4"
+            embed_video(clip, marked, embedder, message, step_size, crf=23, preset="veryfast", progress=False)
+            versions = {"as_written": marked}
+            for name, (crf, scale, drop) in VIDEO_ATTACKS.items():
+                versions[name] = reencode_clip(marked, Path(tmp) / f"{name}{k}.mp4", crf, scale, drop)
+            for name, path in versions.items():
+                bits = detect_video(path, detector).bits
+                hits[name] = hits.get(name, 0) + int((bits == message.astype(bool)).sum())
+    n = messages * embedder.nbits
+    return {name: {"bit_accuracy": k / n, "pvalue": pvalue(k, n), "bits": n} for name, k in hits.items()}

@@ -135,11 +135,12 @@ def heldout_set(card: Card, messages_per_image: int = 4) -> tuple[torch.Tensor, 
     return images, msgs
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
+def rng_state(rng: np.random.Generator) -> dict:
+    """Every random state a training step draws from (numpy, torch, Python), for a checkpoint."""
     return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
 
 
-def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
     rng.bit_generator.state = state["numpy"]
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
@@ -195,7 +196,7 @@ def _start(cfg: TrainConfig, last: Path, resume: bool) -> _Run:
         opt_e.load_state_dict(state["opt_e"])
         opt_d.load_state_dict(state["opt_d"])
         run.step, run.best, run.history = state["step"], state["best"], state["history"]
-        _set_rng_state(rng, state["rng"])
+        set_rng_state(rng, state["rng"])
     return run
 
 
@@ -253,7 +254,7 @@ def _save(run: _Run, cfg: TrainConfig, last: Path) -> None:
         "step": run.step,
         "best": run.best,
         "history": run.history,
-        "rng": _rng_state(run.rng),
+        "rng": rng_state(run.rng),
     }
     with atomic_path(last) as tmp:
         torch.save(state, tmp)

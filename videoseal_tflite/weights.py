@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
-from .cards import ATTENUATION_CONFIGS, Card
+from .cards import ATTENUATION_CONFIGS, Card, load_card
 from .errors import CheckpointUnavailable, InvalidCheckpoint, NbitsMismatch
 from .staleness import file_sha256
 
@@ -208,3 +208,15 @@ def load_model(card: Card, source: WeightSource = WeightSource()) -> LoadedModel
         path, kind = fetch_official_checkpoint(card), "official"
     load_checkpoint_into(model, card, path)
     return LoadedModel(card, model.eval(), kind, str(path), file_sha256(path))
+
+
+def load_model_for_metadata(meta: dict, card_name: str) -> LoadedModel:
+    """The PyTorch model with the same weights as a .tflite file, from its metadata record (`Provenance`)."""
+    card = load_card(meta.get("card_path") or card_name)
+    if meta.get("weights") == "random-init":
+        source = WeightSource(random_init_seed=int(meta.get("random_init_seed") or 0))
+    elif meta.get("weights") in ("checkpoint", "official") and meta.get("weights_path"):
+        source = WeightSource(checkpoint=Path(meta["weights_path"]))
+    else:
+        source = WeightSource()
+    return load_model(card, source)

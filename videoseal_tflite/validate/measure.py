@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from .. import console
 from ..artifact import PARTS, Artifact
-from ..cards import load_card
 from ..errors import InvalidImage, InvalidModelFile, VsTfliteError
 from ..images import (
     IMAGE_SUFFIXES,
@@ -35,11 +34,11 @@ from ..images import (
     random_messages,
 )
 from ..manifest import tool_versions
-from ..robustness import TABLE_ATTACKS, evaluate
+from ..robustness import TABLE_ATTACKS, evaluate, evaluate_video, evaluation_clip, psnr_db
 from ..runtime import attenuation_of, blend, round_8bit
 from ..tflite_metadata import read_metadata
 from ..variants import order
-from ..weights import WeightSource, load_model
+from ..weights import load_model_for_metadata
 from .coverage import xnnpack_coverage
 from .gpu import gpu_static_check
 from .inspect_model import inspect_model
@@ -83,11 +82,6 @@ def load_image_set(folder: Path | None, size: int) -> ImageSet:
     return ImageSet(str(folder), images, skipped)
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return 10 * math.log10(1 / max(mse, 1e-12))
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM over channels, Gaussian window sigma 1.5 (Wang et al. 2004), images in [0,1]."""
     from scipy.ndimage import gaussian_filter
@@ -101,18 +95,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         cov = gaussian_filter(x * y, 1.5) - mx * my
         values.append(np.mean(((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
     return float(np.mean(values))
-
-
-def _reference_model(meta: dict, card_name: str):
-    """The PyTorch model with the same weights as the artifacts, from their metadata."""
-    card = load_card(meta.get("card_path") or card_name)
-    if meta.get("weights") == "random-init":
-        source = WeightSource(random_init_seed=int(meta.get("random_init_seed") or 0))
-    elif meta.get("weights") in ("checkpoint", "official") and meta.get("weights_path"):
-        source = WeightSource(checkpoint=Path(meta["weights_path"]))
-    else:
-        source = WeightSource()
-    return load_model(card, source)
 
 
 @dataclasses.dataclass
@@ -319,10 +301,21 @@ def measure_fullres(
     attacks: bool,
     threads: int,
     progress: bool,
+    step_size: int,
 ) -> str:
     """Every loading file through the runtime at full resolution (`robustness.evaluate`): an embedder with the
-    FP32 detector, a detector with the FP32 embedder. Fills `fullres` (and `attacks`); returns the set's name."""
+    FP32 detector, a detector with the FP32 embedder. Fills `fullres`; with `attacks` also `attacks` (images)
+    and `video` (the generated clip marked, re-encoded, read back: `robustness.evaluate_video`)."""
+    with tempfile.TemporaryDirectory(prefix="vst-clip-") as tmp:
+        clip = evaluation_clip(Path(tmp)) if attacks else None
+        _measure_pairs_fullres(records, candidates, images, messages_per_image, clip, threads, progress, step_size)
+    return f"{len(images)} images at full size x {messages_per_image} messages"
+
+
+def _measure_pairs_fullres(records, candidates, images, messages_per_image, clip, threads, progress, step_size):
     from ..runtime import Detector, Embedder
+
+    attacks = clip is not None
 
     fp32 = {c.part: c.path for c, r in zip(candidates, records) if c.variant == "fp32" and r["loads"]}
     todo = [(c, r) for c, r in zip(candidates, records) if r["loads"] and len(fp32) == 2]
@@ -337,9 +330,10 @@ def measure_fullres(
     )
     for c, rec in todo:
         paths = {**fp32, c.part: c.path}
+        embedder, detector = Embedder(paths["embedder"], threads), Detector(paths["detector"], threads)
         result = evaluate(
-            Embedder(paths["embedder"], threads),
-            Detector(paths["detector"], threads),
+            embedder,
+            detector,
             images,
             messages_per_image,
             names,
@@ -352,8 +346,8 @@ def measure_fullres(
         }
         if attacks:
             rec["attacks"] = {a: result.bit_accuracy[a] for a in names if a != "clean"}
+            rec["video"] = evaluate_video(embedder, detector, clip, step_size)
     bar.close()
-    return f"{len(images)} images at full size x {messages_per_image} messages"
 
 
 def _card_files(card_dir: Path) -> tuple[list[_Candidate], dict]:
@@ -384,7 +378,7 @@ def validate_card(
     gets `attacks`: bit accuracy under each attack of `robustness.TABLE_ATTACKS`, on the saved full-size image."""
     card_dir = Path(card_dir)
     candidates, meta = _card_files(card_dir)
-    loaded = _reference_model(meta, card_dir.name)
+    loaded = load_model_for_metadata(meta, card_dir.name)
     card = loaded.card
     image_set = load_image_set(image_folder, card.img_size)
     images = np.stack([i.pixels for i in image_set.images]).repeat(messages_per_image, axis=0)
@@ -401,7 +395,14 @@ def validate_card(
     fullres_set = None
     if fullres or attacks:
         fullres_set = measure_fullres(
-            records, candidates, fullres_images(image_folder), messages_per_image, attacks, threads, progress
+            records,
+            candidates,
+            fullres_images(image_folder),
+            messages_per_image,
+            attacks,
+            threads,
+            progress,
+            card.step_size,
         )
     detectors = [c for c, r in zip(candidates, records) if c.part == "detector" and r["loads"]]
     psnr = float(np.mean([psnr_db(w, o) for w, o in zip(ref.imgs_w, images)]))

@@ -57,7 +57,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
     for part in report.get("missing_parts", []):
         lines += ["", f"**Missing part: no {part} file for {report['card']}** (a shard that never arrived?)"]
-    lines += _pairs_table(report) + _attacks_table(report) + _notes(report)
+    lines += _pairs_table(report) + _attacks_table(report) + _video_table(report) + _notes(report)
     return "\n".join(lines) + "\n"
 
 
@@ -132,6 +132,20 @@ def _attacks_table(report: dict[str, Any]) -> list[str]:
     losses = attack_losses(report)
     lines += ["", "Within 1 point of FP32 under every attack: " + ("yes, every file." if not losses else "no:")]
     return lines + [f"- {line}" for line in losses]
+
+
+def _video_table(report: dict[str, Any]) -> list[str]:
+    rows = [r for r in report["records"] if r.get("video")]
+    if not rows:
+        return []
+    names = list(rows[0]["video"])
+    lines = ["", "Video: a generated 1 s 640x360 clip marked with `embed` (CRF 23), attacked, read with `detect` "
+             "(soft bits averaged over frames); bit accuracy (p-value of the matching bits):", "",
+             "| part | variant | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]  # fmt: skip
+    for r in rows:
+        cells = [f"{r['video'][n]['bit_accuracy']:.3f} ({r['video'][n]['pvalue']:.1e})" for n in names]
+        lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _notes(report: dict[str, Any]) -> list[str]:

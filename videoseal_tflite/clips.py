@@ -1,0 +1,74 @@
+"""Generated video clips (no download) and the video attacks of the report (issue #14): what a platform does to
+an uploaded clip, done with PyAV's libx264 on the saved file.
+
+- `pan_clip`: a pan across a held-out photo, written near-losslessly (CRF 10), the clip validate marks;
+- `reencode_clip`: decode and encode again at a CRF, optionally at a smaller size and/or dropping frames.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_path
+
+
+def pan_frames(photo: np.ndarray, width: int, height: int, count: int) -> list[np.ndarray]:
+    """HxWx3 uint8 frames of a horizontal pan across `photo` (HxWx3 uint8), scaled so a frame covers 3/4 of
+    its height."""
+    scale = height / (0.75 * photo.shape[0])
+    size = (max(int(photo.shape[1] * scale), width + count), int(photo.shape[0] * scale))
+    big = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BICUBIC))
+    top = (big.shape[0] - height) // 2
+    return [np.ascontiguousarray(big[top : top + height, x : x + width])
+            for x in np.linspace(0, big.shape[1] - width, count).astype(int)]  # fmt: skip
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24, crf: int = 10) -> Path:
+    """H.264 yuv420p clip of `frames` (even sizes), written atomically."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    with atomic_path(Path(path)) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        for pixels in frames:
+            out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(video.encode(None))
+    return Path(path)
+
+
+def reencode_clip(src: Path, dst: Path, crf: int, scale: float = 1.0, drop_every: int = 0) -> Path:
+    """Decode `src` and encode again with libx264 (yuv420p, preset veryfast) at `crf`; `scale` < 1 resizes
+    (bilinear, even sizes), `drop_every` = k drops every k-th frame (k=4: 25 % of the frames)."""
+    import av
+
+    with av.open(str(src)) as inp, atomic_path(Path(dst)) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+        vin = inp.streams.video[0]
+        width = int(vin.codec_context.width * scale) // 2 * 2
+        height = int(vin.codec_context.height * scale) // 2 * 2
+        video = out.add_stream("libx264", rate=vin.average_rate, options={"crf": str(crf), "preset": "veryfast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        kept, time_base = 0, Fraction(1, 1) / Fraction(vin.average_rate or 24)
+        for index, frame in enumerate(inp.decode(vin)):
+            if drop_every and index % drop_every == drop_every - 1:
+                continue
+            again = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BILINEAR")
+            again.pts, again.time_base = kept, time_base
+            out.mux(video.encode(again))
+            kept += 1
+        out.mux(video.encode(None))
+    return Path(dst)
+
+
+# name -> (crf, scale, drop_every): the video rows of `validate --attacks`
+VIDEO_ATTACKS: dict[str, tuple[int, float, int]] = {
+    "h264_crf23": (23, 1.0, 0),
+    "h264_crf30": (30, 1.0, 0),
+    "h264_crf40": (40, 1.0, 0),
+    "half_resolution": (23, 0.5, 0),
+    "drop_25pct_frames": (23, 1.0, 4),
+}
