@@ -44,6 +44,9 @@ def card_artifacts(out_root):
     cache = {}
 
     def get(card: str):
+        # random-init files of the compact card would sit beside its trained ones in out_root/compact and change
+        # what every compact test reads: the trained card has its own fixture
+        assert card != "compact", "use the compact_artifacts fixture for the compact card"
         if card not in cache:
             cache[card] = convert_card(card, WeightSource(random_init_seed=SEED), out_root)
         return cache[card]

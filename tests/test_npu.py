@@ -123,10 +123,10 @@ def test_compiler_text_reads_and_removes_the_error_file(tmp_path):
     log = tmp_path / "tmpab12.error"
     log.write_text(MEDIATEK_TEXT)
     message = f"apply_plugin failed to apply plugin. See {log} for details."
-    text = npu._compiler_text(message)
+    text = npu.compiler_text(message)
     assert text.startswith(message) and "NeuronAdapter" in text
     assert not log.exists()
-    assert npu._compiler_text("something else") == "something else"
+    assert npu.compiler_text("something else") == "something else"
 
 
 @pytest.mark.fast
@@ -151,16 +151,16 @@ def test_record_lines_round_trip_and_format():
     assert "before the compile failed" in text and "libopenvino_intel_npu_compiler_loader.so" in text
 
 
-def _int8(card_artifacts, part):
-    return card_artifacts("compact").variant(part, "int8").path
+def _int8(compact_artifacts, part):
+    return compact_artifacts.variant(part, "int8").path
 
 
 @pytest.mark.skipif(not HAS_EXTRA, reason=NO_EXTRA_REASON)
-def test_aot_compile_compact_int8_with_the_extra(card_artifacts, monkeypatch):
+def test_aot_compile_compact_int8_with_the_extra(compact_artifacts, monkeypatch):
     monkeypatch.delenv(npu.NPU_PYTHON_ENV, raising=False)
     info = npu.npu_info()
     assert info and "intel_cpu" in info["targets"]
-    path = _int8(card_artifacts, "detector")
+    path = _int8(compact_artifacts, "detector")
     wanted = [t for t in ("qualcomm", "intel_npu", "intel_cpu") if t in info["targets"]]
     records = {r["target"]: r for r in npu.compile_in_child([path], wanted)}
     cpu = records["intel_cpu"]  # OpenVINO's CPU device: compiles and runs on any x86 machine

@@ -31,6 +31,7 @@ def _photo(height: int, width: int) -> np.ndarray:
     return np.clip(np.stack([np.asarray(p) for p in planes]), 0, 1).astype(np.float32)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("config", sorted(ATTENUATION_CONFIGS))
 def test_numpy_jnd_equals_videoseal_jnd(config):
     from videoseal.modules.jnd import JND
@@ -40,6 +41,7 @@ def test_numpy_jnd_equals_videoseal_jnd(config):
         np.testing.assert_allclose(jnd_heatmaps(image, *(ATTENUATION_CONFIGS[config].values())), expected, atol=1e-6)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("size", [(256, 256), (600, 900), (97, 131)])
 def test_resize_equals_torch_antialiased_bilinear(size):
     image = bundled_image("coffee").pixels
@@ -79,6 +81,7 @@ def test_fp32_runtime_matches_videoseal_embed_and_detect(card, shape, card_artif
     assert abs(detection.detection_logit - preds[0]) < 1e-3
 
 
+@pytest.mark.fast
 def test_parse_message():
     assert parse_message("0110", nbits=4).tolist() == [0, 1, 1, 0]
     assert parse_message(hex_text="0xA5", nbits=8).tolist() == [1, 0, 1, 0, 0, 1, 0, 1]

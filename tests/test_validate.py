@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from PIL import Image
 
 from videoseal_tflite.cli import main
@@ -172,6 +173,7 @@ def _crafted():
     }
 
 
+@pytest.mark.fast
 def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
     report = _crafted()
     best, why = pick(report, "detector", max_mb=30, min_bit_acc=0.95, max_ms=None)
@@ -205,6 +207,7 @@ def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
     assert "bit accuracy >= 0.999" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 def test_attack_functions():
     import numpy as np
 

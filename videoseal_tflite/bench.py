@@ -1,7 +1,7 @@
 """`make bench` / `videoseal-tflite bench`: conversion cost, size and latency per variant, beside PyTorch eager.
 
 - Conversion (FP32) and each quantization run in their own child process; wall time and peak RSS come from
-  the OS (`os.wait4` rusage of that child).
+  the child itself (`peak_rss.py`: VmHWM after exec, not the rusage a vforked child inherits).
 - Latency: LiteRT median / p90 at 1 and 2 threads after warm-up, the variants' timing rounds interleaved so
   that machine drift hits all alike; PyTorch eager latency of the same export wrapper, same threads, same run.
 - Size: file bytes against the floor `parameter_count x bytes_per_weight` of the variant (format overhead).
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import peak_rss
 from .artifact import Artifact
 from .atomic import write_text_atomic
 from .cards import load_card
@@ -47,22 +48,17 @@ def _cpu_model() -> str:
 
 
 def _timed_child(command: list[str]) -> dict[str, Any]:
-    """Run a command; wall seconds and the child's own peak RSS (MB) from the OS."""
+    """Run a command (`_cli(...)`); wall seconds and the child's own peak RSS (MB, `peak_rss.py`)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    err = proc.stderr.read() if proc.stderr else ""
-    return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "ok": status == 0,
-        "error": None if status == 0 else (err.strip().splitlines() or ["?"])[-1][:300],
-    }
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith(peak_rss.MARKER)]
+    return {"seconds": round(seconds, 2), "peak_rss_mb": peak_rss.parse(proc.stderr), "ok": proc.returncode == 0,
+            "error": None if proc.returncode == 0 else (lines or ["?"])[-1][:300]}  # fmt: skip
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "videoseal_tflite.cli", *args]
+    return [sys.executable, "-m", "videoseal_tflite.peak_rss", "videoseal_tflite.cli", *args]
 
 
 def _litert_latencies(

@@ -1,6 +1,6 @@
 """`videoseal-tflite bench --video`: frames per second of video embed and detect with the .tflite files, per
 variant, beside videoseal's own PyTorch video mode on the same clip, each run in its own child process so that
-its peak RSS comes from the OS (issue #14).
+its own peak RSS (VmHWM) comes back with its result (issue #14).
 
 - Clip: a generated pan across a held-out photo (`clips.pan_frames`), written near-losslessly, per size.
 - Ours: `video.embed_video` (decode, model on every step-th frame, resize + blend on every frame, libx264 at the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,19 +23,19 @@ from typing import Any
 
 import numpy as np
 
+from .peak_rss import own_peak_rss_mb
+
 THREADS = 2
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    """Run one measurement in a child Python; its JSON result plus the child's own peak RSS (MB)."""
+    """Run one measurement in a child Python; its JSON result, with the child's own peak RSS (MB)."""
     command = [sys.executable, "-m", "videoseal_tflite.bench_video", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if status != 0 or not lines:
-        return {"error": (err.strip().splitlines() or ["?"])[-1][:300]}
-    return {**json.loads(lines[-1]), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    proc = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    return json.loads(lines[-1])
 
 
 def _make_clip(path: Path, width: int, height: int, frames: int) -> Path:
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         card, clip, out, preset, *weights = args.rest
         result = _pytorch(card, weights, clip, out, preset)
-    print(json.dumps(result), flush=True)
+    print(json.dumps({**result, "peak_rss_mb": own_peak_rss_mb()}), flush=True)
     return 0
 
 

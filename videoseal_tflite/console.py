@@ -41,8 +41,9 @@ def quiet(log_dir: Path | None, step: str, enabled: bool = True) -> Iterator[Pat
     sys.stderr.flush()
     fd, tmp_name = tempfile.mkstemp(prefix=f"videoseal-tflite-{step}-", suffix=".log")
     saved_out, saved_err = os.dup(1), os.dup(2)
-    _terminal["out"] = os.fdopen(os.dup(saved_out), "w", buffering=1)
-    _terminal["err"] = os.fdopen(os.dup(saved_err), "w", buffering=1)
+    opened = []
+    for name, stream, saved in (("out", sys.stdout, saved_out), ("err", sys.stderr, saved_err)):
+        _terminal[name] = _terminal_handle(stream, saved, opened)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     try:
@@ -54,10 +55,23 @@ def quiet(log_dir: Path | None, step: str, enabled: bool = True) -> Iterator[Pat
         os.dup2(saved_err, 2)
         for handle in (saved_out, saved_err, fd):
             os.close(handle)
-        for handle in _terminal.values():
+        for handle in opened:
             handle.close()
         _terminal.clear()
         _keep_log(Path(tmp_name), log_dir, step)
+
+
+def _terminal_handle(stream: IO[str], saved_fd: int, opened: list) -> IO[str]:
+    """Our stream for the block: a copy of the saved descriptor when `stream` writes to fd 1 or 2 (a terminal,
+    a pipe), else `stream` itself (a capture object, as pytest's capsys, keeps receiving our lines)."""
+    try:
+        if stream.fileno() in (1, 2):
+            handle = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+            opened.append(handle)
+            return handle
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        pass
+    return stream
 
 
 def _keep_log(tmp: Path, log_dir: Path | None, step: str) -> None:

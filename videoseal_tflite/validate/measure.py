@@ -43,6 +43,7 @@ from .coverage import xnnpack_coverage
 from .gpu import gpu_static_check
 from .inspect_model import inspect_model
 from .load_check import run_isolated
+from .npu import npu_block
 
 MESSAGE_SEED = 11
 LATENCY_REPEATS = 20
@@ -394,16 +395,9 @@ def validate_card(
         records.append(rec)
     fullres_set = None
     if fullres or attacks:
-        fullres_set = measure_fullres(
-            records,
-            candidates,
-            fullres_images(image_folder),
-            messages_per_image,
-            attacks,
-            threads,
-            progress,
-            card.step_size,
-        )
+        images_fullres = fullres_images(image_folder)
+        args = (messages_per_image, attacks, threads, progress, card.step_size)
+        fullres_set = measure_fullres(records, candidates, images_fullres, *args)
     detectors = [c for c, r in zip(candidates, records) if c.part == "detector" and r["loads"]]
     psnr = float(np.mean([psnr_db(w, o) for w, o in zip(ref.imgs_w, images)]))
     return {
@@ -426,4 +420,6 @@ def validate_card(
         "missing_parts": [part for part in PARTS if not any(c.part == part for c in candidates)],
         "records": records,
         "pairs": measure_pairs(detectors, embedded, ref.msgs, threads),
+        # AOT compile of the int8 files per NPU target; None unless the NPU extra is installed (make setup-npu)
+        "npu": npu_block([c.path for c in candidates if c.path and c.variant == "int8"]),
     }

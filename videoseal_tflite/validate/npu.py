@@ -222,7 +222,7 @@ def _target_object(spec: dict, soc: str):
     return module.Target(model)
 
 
-def _compiler_text(message: str) -> str:
+def compiler_text(message: str) -> str:
     """aot_compile reports a failed apply_plugin as 'See /tmp/x.error for details': read (and remove) that file."""
     match = _ERROR_FILE.search(message)
     if not match:
@@ -267,7 +267,7 @@ def compile_for(path: Path, target: str, out_dir: Path | None = None, run: bool 
             return rec | {"seconds": round(time.perf_counter() - started, 2)}
         rec["target_id"] = repr(tgt)
         if result.failed_backends:
-            text = "\n".join(_compiler_text(err) for _, err in result.failed_backends)
+            text = "\n".join(compiler_text(err) for _, err in result.failed_backends)
             stats = parse_partitions(text)
             rec |= {"error": headline(text), "detail": text, "partition_stats": stats, **op_split(stats)}
         for _, model in result.models_with_backend:

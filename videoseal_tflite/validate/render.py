@@ -57,7 +57,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
     for part in report.get("missing_parts", []):
         lines += ["", f"**Missing part: no {part} file for {report['card']}** (a shard that never arrived?)"]
-    lines += _pairs_table(report) + _attacks_table(report) + _video_table(report) + _notes(report)
+    lines += _pairs_table(report) + _attacks_table(report) + _video_table(report) + _npu_table(report) + _notes(report)
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +145,21 @@ def _video_table(report: dict[str, Any]) -> list[str]:
     for r in rows:
         cells = [f"{r['video'][n]['bit_accuracy']:.3f} ({r['video'][n]['pvalue']:.1e})" for n in names]
         lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _npu_table(report: dict[str, Any]) -> list[str]:
+    block = report.get("npu")
+    if not block:
+        return []
+    lines = ["", f"NPU ahead-of-time compile ({block.get('check', 'LiteRT AOT')}):", "",
+             "| file | target | compiled | ops offloaded / total | compiled bytes | compiler says |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in block["records"]:
+        ops = f"{r.get('offloaded_ops')}/{r.get('total_ops')}" if r.get("total_ops") else "-"
+        error = (r.get("error") or "").replace("|", "/")[:160]
+        lines.append(f"| {Path(r['file']).name} | {r['target']} | {'yes' if r['compiled'] else 'no'} | {ops} | "
+                     f"{_fmt(r.get('compiled_bytes'), ',')} | {error or '-'} |")  # fmt: skip
     return lines
 
 
