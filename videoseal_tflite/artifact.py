@@ -84,6 +84,7 @@ class Provenance:
     scaling_i: float = 1.0
     attenuation: str | None = None
     step_size: int | None = None  # videoseal's video step (embed every k-th frame), from the card
+    detection_logit_trained: bool = True  # False: the detector's column 0 is no score (card args)
     # how it was built
     rewrites: tuple[dict, ...] = ()
     recipe: list | None = None

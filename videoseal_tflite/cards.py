@@ -50,6 +50,9 @@ class Card:
     # video: the embedder runs on every step_size-th frame, its watermark reused in between (videoseal's
     # `args.videoseal_step_size`; `Videoseal(step_size=4)` is videoseal's default)
     step_size: int = 4
+    # False where the weights never trained the detector's column 0 (the detection logit): tools then say so
+    # instead of printing it as a score (`args.detection_logit_trained`)
+    detection_logit_trained: bool = True
 
     @property
     def yuv(self) -> bool:
@@ -164,4 +167,5 @@ def load_card(name_or_path: str | Path) -> Card:
         checkpoint_url=raw.get("checkpoint_path"),
         heldout_images=tuple(raw.get("heldout_images") or ()),
         step_size=step_size,
+        detection_logit_trained=args.get("detection_logit_trained", True) is not False,
     )

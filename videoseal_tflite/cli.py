@@ -183,6 +183,8 @@ def _detection_logit_note(meta: dict) -> str | None:
     """Why the detector's column 0 (detection logit) says nothing, or None when it was trained with the weights."""
     if "random-init" in str(meta.get("weights_label", "")):
         return "random-init weights: not a trained detection score"
+    if meta.get("detection_logit_trained") is False:
+        return "not trained with these weights (the card says so): not a detection score"
     return None
 
 

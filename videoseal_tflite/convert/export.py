@@ -99,7 +99,8 @@ def fp32_provenance(
         scaling_w=card.scaling_w,
         scaling_i=card.scaling_i,
         attenuation=card.attenuation,
-        step_size=getattr(card, "step_size", None),
+        step_size=card.step_size,
+        detection_logit_trained=card.detection_logit_trained,
         rewrites=tuple(dataclasses.asdict(r) for r in rewrites),
         input_hash=input_hash,
     )

@@ -42,8 +42,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"| part | variant | status | MB | xFP32 | {acc} | vs PyTorch | PSNR dB | {acc} full res | "
-        "PSNR full res | ms (median) |",
-        "|---" * 11 + "|",
+        f"PSNR full res | ms (median, {_runtime_label(report)}) | XNNPACK nodes | GPU (static check) |",
+        "|---" * 13 + "|",
     ]
     for r in report["records"]:
         mb = _fmt(r["bytes"] / 1e6 if r["bytes"] else None, ".2f")
@@ -53,7 +53,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(r['bit_accuracy'], '.4f')} | {_fmt(r['bit_agreement_vs_pytorch'], '.4f')} | "
             f"{_fmt(r.get('psnr_db'), '.2f')} | {_fmt(full.get('bit_accuracy'), '.4f')} | "
             f"{_fmt(full.get('psnr_db') if r['part'] == 'embedder' else None, '.2f')} | "
-            f"{_fmt(r['latency_ms_median'], '.1f')} |"
+            f"{_fmt(r['latency_ms_median'], '.1f')} | {_xnnpack_cell(r.get('xnnpack'))} | {_gpu_cell(r.get('gpu'))} |"
         )
     for part in report.get("missing_parts", []):
         lines += ["", f"**Missing part: no {part} file for {report['card']}** (a shard that never arrived?)"]
