@@ -37,3 +37,13 @@ def test_same_weights_through_checkpoint_flag():
     bundled = load_model(card, WeightSource())
     explicit = load_model(card, WeightSource(checkpoint=bundled.weights_path))
     assert explicit.weights == "checkpoint" and explicit.weights_sha256 == bundled.weights_sha256
+
+
+def test_robust_card_loads_its_own_weights():
+    """`compact_robust`: the same architecture with the fine-tuned weights (issue #13), opt-in, and it says that
+    its detection logit was not trained."""
+    card = load_card("compact_robust")
+    robust, default = load_model(card, WeightSource()), load_model(load_card("compact"), WeightSource())
+    assert robust.weights_path.endswith("compact_robust.pth") and robust.weights_sha256 != default.weights_sha256
+    assert card.detection_logit_trained is False and load_card("compact").detection_logit_trained is True
+    assert robust.model.state_dict().keys() == default.model.state_dict().keys()

@@ -220,9 +220,10 @@ def test_lost_bits_warn_on_stderr_and_exit_0(root, photo, tmp_path, capsys):
     Image.fromarray(photo).save(src)
     code, report, err = _embed(capsys, root, src, tmp_path / "out.png")
     assert code == 0 and report["bit_accuracy"] == 1.0 and err == [], err
-    code, report, err = _embed(capsys, root, src, tmp_path / "out.jpg", "--quality", "10")
+    # the shipped weights keep every bit of this photo down to JPEG quality 10 (measured); quality 1 loses one
+    code, report, err = _embed(capsys, root, src, tmp_path / "out.jpg", "--quality", "1")
     assert code == 0 and report["bit_accuracy"] < 1.0, report
-    assert len(err) == 1 and err[0].startswith(WARNING) and "--quality 10 lost bits" in err[0], err
+    assert len(err) == 1 and err[0].startswith(WARNING) and "--quality 1 lost bits" in err[0], err
 
 
 @pytest.mark.parametrize("quality", ["0", "101"])

@@ -317,7 +317,6 @@ def _measure_pairs_fullres(records, candidates, images, messages_per_image, clip
     from ..runtime import Detector, Embedder
 
     attacks = clip is not None
-
     fp32 = {c.part: c.path for c, r in zip(candidates, records) if c.variant == "fp32" and r["loads"]}
     todo = [(c, r) for c, r in zip(candidates, records) if r["loads"] and len(fp32) == 2]
     names = TABLE_ATTACKS if attacks else ("clean",)
