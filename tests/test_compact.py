@@ -47,3 +47,18 @@ def test_robust_card_loads_its_own_weights():
     assert robust.weights_path.endswith("compact_robust.pth") and robust.weights_sha256 != default.weights_sha256
     assert card.detection_logit_trained is False and load_card("compact").detection_logit_trained is True
     assert robust.model.state_dict().keys() == default.model.state_dict().keys()
+
+
+def test_files_built_from_other_weights_are_refused():
+    """validate and the quantizer's check images load the PyTorch model named by a file's metadata: when the
+    weights on disk are no longer the ones the file was built from, that is one clear error, not wrong numbers."""
+    import pytest
+
+    from videoseal_tflite.errors import InvalidCheckpoint
+    from videoseal_tflite.weights import load_model_for_metadata
+
+    meta = {"card": "compact", "weights": "compact", "weights_sha256": "0" * 64}
+    with pytest.raises(InvalidCheckpoint, match="rebuild them"):
+        load_model_for_metadata(meta, "compact")
+    good = load_model(load_card("compact"), WeightSource())
+    assert load_model_for_metadata({**meta, "weights_sha256": good.weights_sha256}, "compact").weights == "compact"

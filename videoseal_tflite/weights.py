@@ -219,4 +219,11 @@ def load_model_for_metadata(meta: dict, card_name: str) -> LoadedModel:
         source = WeightSource(checkpoint=Path(meta["weights_path"]))
     else:
         source = WeightSource()
-    return load_model(card, source)
+    loaded = load_model(card, source)
+    built_from = meta.get("weights_sha256")
+    if built_from and loaded.weights_sha256 and built_from != loaded.weights_sha256:
+        raise InvalidCheckpoint(
+            f"the {card.name} files were built from weights with sha256 {built_from[:12]}..., but "
+            f"{loaded.weights_path} now has {loaded.weights_sha256[:12]}...; rebuild them (make convert)"
+        )
+    return loaded
