@@ -54,16 +54,10 @@ def _photo() -> np.ndarray:
 
 
 def pan_frames(width: int, height: int, count: int) -> list[np.ndarray]:
-    """A horizontal pan across the photo, scaled so the frame height covers 3/4 of it."""
-    photo = _photo()
-    scale = height / (0.75 * photo.shape[0])
-    size = (max(int(photo.shape[1] * scale), width + count), int(photo.shape[0] * scale))
-    big = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BICUBIC))
-    top = (big.shape[0] - height) // 2
-    return [
-        np.ascontiguousarray(big[top : top + height, x : x + width])
-        for x in np.linspace(0, big.shape[1] - width, count).astype(int)
-    ]
+    """A horizontal pan across the photo (`clips.pan_frames`, the generator the report's clip uses)."""
+    from videoseal_tflite.clips import pan_frames as pan
+
+    return pan(_photo(), width, height, count)
 
 
 def shape_frames(width: int, height: int, count: int) -> list[np.ndarray]:
