@@ -44,10 +44,12 @@ convert-official: $(STAMP)
 validate: $(STAMP)
 	$(CLI) validate --artifacts $(ARTIFACTS) --attacks
 
-# Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init)
+# Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init);
+# video fps (video_compact.*) and validate's memory from 16 to 10,000 images (validate_scale.*)
 bench: $(STAMP)
 	$(CLI) bench --card compact
 	$(CLI) bench --card compact --video --artifacts $(ARTIFACTS)
+	$(CLI) bench --card compact --validate-scale --artifacts $(ARTIFACTS)
 	$(CLI) bench --card videoseal_0.0 --random-init 0
 	$(CLI) bench --card videoseal_1.0 --random-init 0
 	$(PY) scripts/readme_performance.py

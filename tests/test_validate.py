@@ -265,3 +265,47 @@ def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
     markdown = report_markdown(report)
     assert "Bit accuracy under attacks at full resolution" in markdown
     assert ("yes, every file" in markdown) == (attack_losses(report) == [])
+
+
+# ---- the image set streams; workers do not change the numbers (issue #15) ---------------------------------------
+
+NUMBERS = ("bit_accuracy", "bit_agreement_vs_pytorch", "max_abs_diff_vs_pytorch", "psnr_db", "ssim", "fullres")
+
+
+def _numbers(report: dict) -> dict:
+    records = {f"{r['part']}/{r['variant']}": {k: r.get(k) for k in NUMBERS} for r in report["records"]}
+    keep = ("pytorch_reference", "pairs", "messages")
+    return {"records": records, "images": report["images"], **{k: report[k] for k in keep}}
+
+
+def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
+    """11 images (two chunks, one not an image) in 1 and 2 worker processes: every number of the report is equal,
+    and every record was really measured (not None)."""
+    from videoseal_tflite.artifact import Artifact
+    from videoseal_tflite.images import procedural_image
+    from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.validate.stream import CHUNK
+
+    card_dir = tmp_path / "compact"
+    card_dir.mkdir()
+    for art, path in Artifact.find(compact_artifacts.out_dir):
+        if art.variant == "fp32" or (art.part, art.variant) == ("detector", "int8"):
+            shutil.copy(path, card_dir)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(10):
+        pixels = procedural_image(300 + k, 96 + 8 * k).pixels[:, :, : 80 + 4 * k]  # varied, non-square sizes
+        Image.fromarray(to_uint8(pixels)).save(images / f"img{k:02d}.png")
+    (images / "img05b.txt").write_text("not an image")
+    assert len(list(images.iterdir())) > CHUNK
+    reports = [
+        validate_card(card_dir, images, messages_per_image=2, progress=False, latency_repeats=1, workers=n)
+        for n in (1, 2)
+    ]
+    one, two = (_numbers(r) for r in reports)
+    assert one == two
+    assert one["images"]["count"] == 10 and len(one["images"]["skipped"]) == 1
+    assert one["messages"]["total"] == 20 and len(one["pairs"]) == 2
+    for name, record in one["records"].items():
+        assert record["bit_accuracy"] is not None and record["fullres"]["samples"] == 20, name
+    print({name: (r["bit_accuracy"], r["fullres"]["bit_accuracy"]) for name, r in one["records"].items()})

@@ -376,6 +376,38 @@ def test_survives_crf30_reencode(models, clips, tmp_path):
     assert accuracy >= 0.9
 
 
+def test_strength_buys_crf30_at_a_psnr_cost(compact_fp32, clips, tmp_path):
+    """`embed --strength 3` multiplies the card's scaling_w: the 720p clip embedded at CRF 23 and re-encoded at CRF 30
+    gives its message back (measured 0.94-1.0 over 3 messages, chance at strength 1), while the marked frames lose
+    20*log10(3) = 9.5 dB against the strength-1 mark (measured here on the raw blend, before the encoder)."""
+    from videoseal_tflite.robustness import psnr_db
+
+    plain, loud = Embedder(compact_fp32["embedder"]), Embedder(compact_fp32["embedder"], strength=3.0)
+    detector = Detector(compact_fp32["detector"])
+    assert loud.scaling_w == pytest.approx(3 * plain.scaling_w)
+    with av.open(str(clips["hd"])) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24").transpose(2, 0, 1) / np.float32(255)
+    message = _bits(MESSAGES[1])
+    drops = [psnr_db(plain.embed(frame, message), frame) - psnr_db(loud.embed(frame, message), frame)]
+    assert 9.0 <= drops[0] <= 10.0, drops  # (clamping at 0 and 1 makes it a little less than 9.54)
+    out = embed_video(clips["hd"], tmp_path / "hd.mp4", loud, message, progress=False)
+    again = reencode(out.output, tmp_path / "hd_crf30.mp4", 30)
+    detection = detect_video(again, detector)
+    accuracy = detection.bit_accuracy(message)
+    print(f"\n720p strength 3, crf 23 then crf 30: {accuracy}")
+    assert accuracy >= 0.9 and pvalue(round(accuracy * 16), 16) <= 3e-4
+
+
+def test_strength_out_of_range_is_one_usage_line(compact_fp32, clips, tmp_path, capsys):
+    for bad in ("0", "-1", "11", "loud"):
+        with pytest.raises(SystemExit) as stop:
+            main(["embed", str(clips["pan"]), str(tmp_path / "o.mp4"), "--message", MESSAGES[0], "--strength", bad])
+        assert stop.value.code == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("videoseal-tflite")]
+        assert len(err) == 1 and "--strength" in err[0], err
+    assert not (tmp_path / "o.mp4").exists()
+
+
 # ---- what the container keeps -------------------------------------------------------------------------------
 
 

@@ -47,6 +47,16 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_facts() -> dict[str, Any]:
+    """Where a record was measured: date, CPU model, cores, load average (before the run)."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def _timed_child(command: list[str]) -> dict[str, Any]:
     """Run a command (`_cli(...)`); wall seconds and the child's own peak RSS (MB, `peak_rss.py`)."""
     start = time.perf_counter()
@@ -119,10 +129,7 @@ def bench_card(
         "card": card.name,
         "weights": loaded.weights,
         "weights_label": loaded.label or None,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        **machine_facts(),
         "tool_versions": tool_versions(),
         "invokes": invokes,
         "rounds": rounds,

@@ -219,6 +219,7 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
         "output": str(args.output),
         "embedder": str(embedder_path),
         "detector": str(detector_path),
+        "strength": embedder.strength,
         **result.to_json(),
         "bits": bits_to_text(detection.bits),
         "bit_accuracy": detection.bit_accuracy(message),
@@ -234,6 +235,8 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
         )
         if result.padded:
             print("note: odd frame size; one edge row/column was repeated to make it even (H.264 yuv420p)")
+        if embedder.strength != 1:
+            print(f"note: --strength {embedder.strength:g}: the card's watermark scale x {embedder.strength:g}")
         print(f"recovered bits: {report['bits']}")
         frames_read = detection.bit_logits.shape[0]
         print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name}, {frames_read} frames)")
@@ -270,6 +273,7 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         "output": str(args.output),
         "embedder": str(embedder_path),
         "detector": str(detector_path),
+        "strength": embedder.strength,
         "mode": written.mode,
         **({"quality": args.quality} if written.format in ("JPEG", "WEBP") else {}),
         "kept": list(written.kept),
@@ -280,6 +284,8 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         print(json.dumps(report, indent=2))
     else:
         print(f"wrote {args.output} ({written.mode}; {embedder_path.name})")
+        if embedder.strength != 1:
+            print(f"note: --strength {embedder.strength:g}: the card's watermark scale x {embedder.strength:g}")
         if written.kept:
             print(f"kept: {', '.join(written.kept)}")
         for note in written.notes:
@@ -298,7 +304,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     embedder_path = args.embedder or find_model(args.artifacts, args.card, "embedder", args.variant)
     detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.detector_variant)
-    embedder = Embedder(embedder_path, args.threads)
+    embedder = Embedder(embedder_path, args.threads, args.strength)
     message = _message(args, embedder.nbits)
     if message is None:
         raise InvalidMessage("give the message to embed with --message BITS or --message-hex HEX")
@@ -410,7 +416,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if not card_dir.is_dir():
             raise VsTfliteError(f"no artifacts for card {card} in {root}")
         report = validate_card(
-            card_dir, args.images, args.messages, args.threads, attacks=args.attacks, fullres=not args.no_fullres
+            card_dir,
+            args.images,
+            args.messages,
+            args.threads,
+            attacks=args.attacks,
+            fullres=not args.no_fullres,
+            workers=args.workers,
         )
         written = write_report(report, card_dir)
         reports.append(report)
@@ -461,6 +473,15 @@ def _bench_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_validate_scale(args: argparse.Namespace) -> int:
+    from .bench_scale import bench_validate_scale, write_scale
+
+    record = bench_validate_scale(Path(args.artifacts) / args.card, (16, args.scale_images), say=_say)
+    written = write_scale(record, Path(args.artifacts) / "bench")
+    _say(written[1].read_text())
+    return 0
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from .merge import merge_shards
 
@@ -476,6 +497,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.video:
         return _bench_video(args)
+    if args.validate_scale:
+        return _bench_validate_scale(args)
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     out = Path(args.artifacts) / "bench"
     record = bench_card(
@@ -533,6 +556,30 @@ def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: boo
         parser.add_argument("--detector-variant", default="fp32", help="variant of the detector that checks the result")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the error into one usage line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _strength(text: str) -> float:
+    """argparse type of `embed --strength`: a number in (0, runtime.MAX_STRENGTH]."""
+    from .runtime import MAX_STRENGTH
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= MAX_STRENGTH:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_STRENGTH:g}], got {value:g}")
+    return value
+
+
 def _artifacts_option(parser: argparse.ArgumentParser, out_alias: bool = False) -> None:
     """`--artifacts DIR` everywhere; `--out` is the deprecated spelling some commands had (kept one release)."""
     flags = ("--artifacts", "--out") if out_alias else ("--artifacts",)
@@ -583,16 +630,8 @@ _EMBED_DESCRIPTION = (
 )
 
 
-def _add_embed_and_detect(sub) -> None:
-    """The `embed` and `detect` subcommands: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
-    embed = sub.add_parser(
-        "embed", help="watermark an image or a video with the .tflite embedder", description=_EMBED_DESCRIPTION
-    )
-    embed.add_argument("input", type=Path, help="image, or video (.mp4 .m4v .mov .mkv .webm .avi; other names probed)")
-    embed.add_argument(
-        "output", type=Path, help="image (.png recommended) or video (.mp4 .m4v .mov .mkv: H.264 yuv420p, audio copied)"
-    )
-    _runtime_options(embed, with_detector_variant=True)
+def _video_embed_options(embed: argparse.ArgumentParser) -> None:
+    """`embed`'s video-only options: step size, and libx264's CRF and preset."""
     embed.add_argument(
         "--step-size",
         type=int,
@@ -606,7 +645,28 @@ def _add_embed_and_detect(sub) -> None:
     embed.add_argument(
         "--preset", default="medium", help="video: libx264 preset, ultrafast ... veryslow (default medium)"
     )
+
+
+def _add_embed_and_detect(sub) -> None:
+    """The `embed` and `detect` subcommands: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
+    embed = sub.add_parser(
+        "embed", help="watermark an image or a video with the .tflite embedder", description=_EMBED_DESCRIPTION
+    )
+    embed.add_argument("input", type=Path, help="image, or video (.mp4 .m4v .mov .mkv .webm .avi; other names probed)")
+    embed.add_argument(
+        "output", type=Path, help="image (.png recommended) or video (.mp4 .m4v .mov .mkv: H.264 yuv420p, audio copied)"
+    )
+    _runtime_options(embed, with_detector_variant=True)
+    _video_embed_options(embed)
     embed.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate of the verdict (default 1e-6)")
+    embed.add_argument(
+        "--strength",
+        type=_strength,
+        default=1.0,
+        metavar="S",
+        help="multiply the card's watermark scale (videoseal's scaling_w) by S, 0 < S <= 10 (default 1, as trained): "
+        "more robust to compression, less invisible (PSNR -20*log10(S) dB)",
+    )
     embed.add_argument(
         "--quality",
         type=int,
@@ -719,8 +779,14 @@ def _add_validate(sub) -> None:
     validate.add_argument(
         "--images", type=Path, help="folder of PNG/JPEG images of any size (default: the evaluation set)"
     )
-    validate.add_argument("--messages", type=int, default=2, help="random messages per image (default 2)")
+    validate.add_argument("--messages", type=_positive_int, default=2, help="random messages per image (default 2)")
     validate.add_argument("--threads", type=int, default=2)
+    validate.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="evaluate the images in N processes (the numbers do not depend on N; default 1)",
+    )
     validate.add_argument("--json", action="store_true", help="print the report JSON")
     validate.add_argument(
         "--attacks",
@@ -784,6 +850,12 @@ def _add_bench(sub) -> None:
         help="video fps of <artifacts>/<card>'s files at 720p/1080p beside videoseal's PyTorch video mode",
     )
     bench.add_argument("--preset", default="veryfast", help="libx264 preset of the video bench (default veryfast)")
+    bench.add_argument(
+        "--validate-scale",
+        action="store_true",
+        help="instead: peak RSS of `validate --images` on 16 and --scale-images generated images, 1 and 2 workers",
+    )
+    bench.add_argument("--scale-images", type=_positive_int, default=10_000, help="the large set (default 10000)")
     bench.set_defaults(func=_cmd_bench, quiet_step="bench")
 
 

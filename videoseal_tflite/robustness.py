@@ -61,6 +61,34 @@ def saved_watermarked(embedder: Embedder, image: np.ndarray, message: np.ndarray
     return load_image(path)
 
 
+def evaluate_samples(
+    embedder: Embedder,
+    detector: Detector,
+    samples: Iterable[tuple[np.ndarray, np.ndarray]],
+    attacks: tuple[str, ...] = TABLE_ATTACKS,
+    progress: Callable[[], None] | None = None,
+) -> dict:
+    """Steps 1-4 for every (image, message) sample: matching bits per attack (`hits`), the saved images' PSNR
+    (`psnr_sum`, `min_psnr`) and `samples`: counts that add up over chunks of a set (`validate.stream`)."""
+    funcs = {name: (lambda x: x) if name == "clean" else ATTACKS[name] for name in attacks}
+    hits = {name: 0 for name in attacks}
+    psnrs = []
+    with tempfile.TemporaryDirectory(prefix="vst-robust-") as tmp:
+        for original, message in samples:
+            saved = saved_watermarked(embedder, original, message, Path(tmp))
+            psnrs.append(psnr_db(saved, original))
+            for name, attack in funcs.items():
+                hits[name] += int((detector.detect(attack(saved)).bits == message.astype(bool)).sum())
+            if progress:
+                progress()
+    return {"hits": hits, "psnr_sum": float(sum(psnrs)), "min_psnr": min(psnrs), "samples": len(psnrs)}
+
+
+def sample_messages(count: int, nbits: int) -> np.ndarray:
+    """The messages of samples 0..count-1 (sample k = image k // messages_per_image)."""
+    return random_messages(count, nbits, MESSAGE_SEED)
+
+
 def evaluate(
     embedder: Embedder,
     detector: Detector,
@@ -71,24 +99,14 @@ def evaluate(
 ) -> RobustnessResult:
     """Steps 1-4 for every image x message; `progress` is called once per sample."""
     images = list(images)
-    funcs = {name: (lambda x: x) if name == "clean" else ATTACKS[name] for name in attacks}
-    msgs = random_messages(len(images) * messages_per_image, embedder.nbits, MESSAGE_SEED)
-    hits = {name: 0 for name in attacks}
-    psnrs = []
-    with tempfile.TemporaryDirectory(prefix="vst-robust-") as tmp:
-        for k, message in enumerate(msgs):
-            original = images[k // messages_per_image].pixels
-            saved = saved_watermarked(embedder, original, message, Path(tmp))
-            psnrs.append(psnr_db(saved, original))
-            for name, attack in funcs.items():
-                hits[name] += int((detector.detect(attack(saved)).bits == message.astype(bool)).sum())
-            if progress:
-                progress()
+    msgs = sample_messages(len(images) * messages_per_image, embedder.nbits)
+    samples = ((images[k // messages_per_image].pixels, m) for k, m in enumerate(msgs))
+    counts = evaluate_samples(embedder, detector, samples, attacks, progress)
     total = len(msgs) * embedder.nbits
     return RobustnessResult(
-        {name: hits[name] / total for name in attacks},
-        float(np.mean(psnrs)),
-        float(np.min(psnrs)),
+        {name: counts["hits"][name] / total for name in attacks},
+        counts["psnr_sum"] / counts["samples"],
+        counts["min_psnr"],
         len(images),
         messages_per_image,
         embedder.nbits,

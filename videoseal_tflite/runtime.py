@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InvalidImage, InvalidMessage, InvalidModelFile
+from .errors import InvalidImage, InvalidMessage, InvalidModelFile, VsTfliteError
 from .interpreter import SignatureModel
 from .tflite_metadata import read_metadata
 
@@ -183,14 +183,24 @@ class Detection:
         return float((self.bits == np.asarray(message).astype(bool)).mean())
 
 
+MAX_STRENGTH = 10.0
+
+
 class Embedder:
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    """`strength` multiplies the card's `scaling_w` (videoseal's `blender.scaling_w`): above 1 the mark is louder,
+    more robust and more visible (PSNR falls by 20*log10(strength) dB); 1 is the card as trained."""
+
+    def __init__(self, path: Path, threads: int = 2, strength: float = 1.0) -> None:
+        if not 0 < strength <= MAX_STRENGTH:
+            raise VsTfliteError(f"strength must be in (0, {MAX_STRENGTH:g}], got {strength:g}")
         self.model = _Model(path, threads)
         meta = self.model.meta
         if meta.get("part") != "embedder":
             raise InvalidModelFile(f"{path} is a {meta.get('part')}, not an embedder")
         self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
-        self.scaling_w, self.scaling_i = float(meta.get("scaling_w", 1.0)), float(meta.get("scaling_i", 1.0))
+        self.strength = float(strength)
+        self.scaling_w = float(meta.get("scaling_w", 1.0)) * self.strength
+        self.scaling_i = float(meta.get("scaling_i", 1.0))
         self.attenuation = attenuation_of(meta)
 
     def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ against the PyTorch reference with the same weights, latency. Definitions (as in
   `psnr_db` / `ssim` against the original image;
 - `pairs`: bit accuracy of every embedder variant x detector variant, both .tflite.
 Images are fitted to the card's processing size (centre crop + resize), so every record sees the same pixels.
+They stream through in chunks (`stream.py`): memory does not grow with the set, `workers` split the chunks.
 Rendering is `render.py`, choosing a file `select.py`.
 """
 
@@ -27,14 +28,10 @@ from ..errors import InvalidImage, InvalidModelFile, VsTfliteError
 from ..images import (
     IMAGE_SUFFIXES,
     NamedImage,
-    evaluation_images,
-    fit_square,
-    fullres_evaluation_images,
-    load_image_file,
     random_messages,
 )
 from ..manifest import tool_versions
-from ..robustness import TABLE_ATTACKS, evaluate, evaluate_video, evaluation_clip, psnr_db
+from ..robustness import TABLE_ATTACKS, evaluate_samples, evaluate_video, evaluation_clip, psnr_db, sample_messages
 from ..runtime import attenuation_of, blend, round_8bit
 from ..tflite_metadata import read_metadata
 from ..variants import order
@@ -44,43 +41,9 @@ from .gpu import gpu_static_check
 from .inspect_model import inspect_model
 from .load_check import run_isolated
 from .npu import npu_block
+from .stream import MESSAGE_SEED, ImageSource, Job, stream
 
-MESSAGE_SEED = 11
 LATENCY_REPEATS = 20
-
-
-@dataclasses.dataclass
-class ImageSet:
-    source: str
-    images: list[NamedImage]
-    skipped: list[str]
-
-
-def load_image_set(folder: Path | None, size: int) -> ImageSet:
-    """`--images DIR` (any size; non-images are reported and skipped) or the project's evaluation set."""
-    if folder is None:
-        return ImageSet(
-            "videoseal_tflite.images.evaluation_images (held out from training and calibration)",
-            evaluation_images(size),
-            [],
-        )
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InvalidImage(f"--images {folder} is not a folder")
-    images, skipped = [], []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        try:
-            image = load_image_file(path)
-        except InvalidImage as exc:
-            skipped.append(f"{path.name}: {exc}")
-            continue
-        images.append(NamedImage(image.name, fit_square(image.pixels, size)))
-    if not images:
-        raise InvalidImage(
-            f"--images {folder} holds no readable image ({len(skipped)} other file(s)); "
-            f"supported: {', '.join(IMAGE_SUFFIXES)}"
-        )
-    return ImageSet(str(folder), images, skipped)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -201,53 +164,14 @@ def _inspect_into(rec: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def _measure_detector(rec: dict, outputs: list[dict], ref: Reference) -> None:
-    logits = np.concatenate([o["bit_logits"] for o in outputs])
-    rec["bit_accuracy"] = _accuracy(logits, ref.msgs)
-    rec["bit_agreement_vs_pytorch"] = float(((logits > 0) == (ref.logits > 0)).mean())
-    rec["max_abs_diff_vs_pytorch"] = float(np.abs(logits - ref.logits).max())
-
-
-def _measure_embedder(rec: dict, outputs: list[dict], ref: Reference, loaded, meta: dict) -> np.ndarray:
-    """Fills the record; returns the variant's watermarked images (8-bit) for the embedder x detector pairs."""
-    card = loaded.card
-    watermark = np.concatenate([o["watermark"] for o in outputs])
-    imgs_w = np.stack(
-        [
-            round_8bit(blend(img, w, card.scaling_w, card.scaling_i, attenuation_of(meta)))
-            for img, w in zip(ref.images, watermark)
-        ]
-    )
-    logits = torch_detect(loaded.model, imgs_w)
-    rec["bit_accuracy"] = _accuracy(logits, ref.msgs)
-    rec["bit_agreement_vs_pytorch"] = float(((logits > 0) == (ref.logits > 0)).mean())
-    rec["max_abs_diff_vs_pytorch"] = float(np.abs(watermark - ref.watermark).max())
-    rec["psnr_db"] = float(np.mean([psnr_db(w, o) for w, o in zip(imgs_w, ref.images)]))
-    rec["ssim"] = float(np.mean([ssim(w, o) for w, o in zip(imgs_w, ref.images)]))
-    return imgs_w
-
-
-def measure_record(
-    c: _Candidate,
-    ref: Reference,
-    loaded,
-    meta: dict,
-    threads: int,
-    latency_repeats: int,
-    embedded: dict[str, np.ndarray],
-) -> dict[str, Any]:
-    """One file's record: static facts, load in a child process, latency, accuracy against PyTorch."""
+def measure_record(c: _Candidate, feed: dict[str, dict[str, np.ndarray]], threads: int, latency_repeats: int) -> dict:
+    """One file's static facts, its load in a child process (a crash is a record, not our crash) and its latency
+    on `feed[part]` (one image); accuracy comes from the streamed pass (`stream`, `fill_accuracy`)."""
     rec = _record_skeleton(c, threads)
     if c.path is None or not _inspect_into(rec, c.path):
         return rec
-    n = len(ref.images)
-    feeds = (
-        [{"image": ref.images[i : i + 1], "message": ref.msgs[i : i + 1]} for i in range(n)]
-        if c.part == "embedder"
-        else [{"image": ref.imgs_w[i : i + 1]} for i in range(n)]
-    )
     timing: list[float] = []
-    result, outputs = run_isolated(c.path, feeds, threads=threads, repeats=latency_repeats, timing=timing)
+    result, _ = run_isolated(c.path, [feed[c.part]], threads=threads, repeats=latency_repeats, timing=timing)
     rec["loads"] = result.loads
     if not result.loads:
         rec.update(status="failed", load_error=result.error)
@@ -257,97 +181,125 @@ def measure_record(
     if timing:
         rec["latency_ms_median"] = float(np.median(timing))
         rec["latency_ms_p90"] = float(np.percentile(timing, 90))
-    if c.part == "detector":
-        _measure_detector(rec, outputs, ref)
-    else:
-        embedded[c.variant] = _measure_embedder(rec, outputs, ref, loaded, c.meta or meta)
     return rec
 
 
-def measure_pairs(
-    detectors: list[_Candidate], embedded: dict[str, np.ndarray], msgs: np.ndarray, threads: int
-) -> list[dict[str, Any]]:
-    """Bit accuracy of every embedder variant's images read by every detector variant (both .tflite)."""
-    pairs, variants = [], sorted(embedded)
-    for det in detectors if variants else []:
-        n = len(msgs)
-        feeds = [{"image": embedded[v][i : i + 1]} for v in variants for i in range(n)]
-        result, outputs = run_isolated(det.path, feeds, threads=threads)
-        if not result.loads:
+def _hits(logits: np.ndarray, msgs: np.ndarray) -> int:
+    return int(((logits > 0) == (msgs > 0.5)).sum())
+
+
+def chunk_processing(models, images: np.ndarray, msgs: np.ndarray) -> dict[str, Any]:
+    """A chunk at the processing size: the PyTorch reference, every file against it, every embedder x detector
+    pair (both .tflite). Counts and sums only (`stream.Totals` adds them up; `max_*` keys take the maximum)."""
+    loaded = models.loaded
+    ref = _reference(loaded, images, msgs)
+    bits = int(msgs.size)
+    out: dict[str, Any] = {
+        "reference": {"hits": _hits(ref.logits, msgs), "bits": bits, "psnr_sum": _psnr_sum(ref.imgs_w, images)},
+        "records": {},
+        "pairs": {},
+    }
+    embedded = {}
+    for (part, variant), model in models.signature.items():
+        if part == "embedder":
+            watermark = np.concatenate(
+                [model(image=images[i : i + 1], message=msgs[i : i + 1])["watermark"] for i in range(len(images))]
+            )
+            imgs_w = np.stack(
+                [
+                    round_8bit(blend(img, w, loaded.card.scaling_w, loaded.card.scaling_i, models.attenuation[variant]))
+                    for img, w in zip(images, watermark)
+                ]
+            )
+            embedded[variant] = imgs_w
+            logits, max_diff = torch_detect(loaded.model, imgs_w), float(np.abs(watermark - ref.watermark).max())
+            extra = {"psnr_sum": _psnr_sum(imgs_w, images), "ssim_sum": sum(ssim(w, o) for w, o in zip(imgs_w, images))}
+        else:
+            logits = _detect(model, ref.imgs_w)
+            max_diff, extra = float(np.abs(logits - ref.logits).max()), {}
+        out["records"][f"{part}/{variant}"] = {
+            "hits": _hits(logits, msgs),
+            "agree": int(((logits > 0) == (ref.logits > 0)).sum()),
+            "bits": bits,
+            "images": len(images),
+            "max_abs_diff": max_diff,
+            **extra,
+        }
+    for (part, det), model in models.signature.items():
+        if part == "detector":
+            for emb, imgs_w in embedded.items():
+                out["pairs"][f"{emb}/{det}"] = {"hits": _hits(_detect(model, imgs_w), msgs), "bits": bits}
+    return out
+
+
+def _detect(model, batch: np.ndarray) -> np.ndarray:
+    return np.concatenate([model(image=batch[i : i + 1])["bit_logits"] for i in range(len(batch))])
+
+
+def _psnr_sum(marked: np.ndarray, originals: np.ndarray) -> float:
+    return float(sum(psnr_db(w, o) for w, o in zip(marked, originals)))
+
+
+def chunk_fullres(models, job, images: list[NamedImage], slots: list[int]) -> dict[str, Any]:
+    """A chunk at full resolution through the runtime (`robustness.evaluate_samples`): every file with the FP32
+    file of the other part; the attacks of `job.attacks`."""
+    mpi = job.messages_per_image
+    msgs = sample_messages(job.source.slots * mpi, models.loaded.card.nbits)
+    samples = [(image.pixels, msgs[slot * mpi + m]) for image, slot in zip(images, slots) for m in range(mpi)]
+    out = {}
+    for (part, variant), runtime in models.runtime.items():
+        pair = {"embedder": models.runtime[("embedder", "fp32")], "detector": models.runtime[("detector", "fp32")]}
+        pair[part] = runtime
+        out[f"{part}/{variant}"] = evaluate_samples(pair["embedder"], pair["detector"], samples, job.attacks)
+    return out
+
+
+def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> list[dict[str, Any]]:
+    """The streamed sums into the records (bit accuracy, agreement, PSNR/SSIM, full resolution, attacks);
+    returns the pairs."""
+    sums = totals.sums
+    for rec in records:
+        key = f"{rec['part']}/{rec['variant']}"
+        if key not in sums.get("records", {}):
             continue
-        for k, v in enumerate(variants):
-            logits = np.concatenate([o["bit_logits"] for o in outputs[k * n : (k + 1) * n]])
-            pairs.append({"embedder": v, "detector": det.variant, "bit_accuracy": _accuracy(logits, msgs)})
+        got = sums["records"][key]
+        rec["bit_accuracy"] = got["hits"] / got["bits"]
+        rec["bit_agreement_vs_pytorch"] = got["agree"] / got["bits"]
+        rec["max_abs_diff_vs_pytorch"] = got["max_abs_diff"]
+        if rec["part"] == "embedder":
+            rec["psnr_db"], rec["ssim"] = got["psnr_sum"] / got["images"], got["ssim_sum"] / got["images"]
+        full = sums.get("fullres", {}).get(key)
+        if full:
+            bits = full["samples"] * nbits
+            rec["fullres"] = {
+                "bit_accuracy": full["hits"]["clean"] / bits,
+                "psnr_db": full["psnr_sum"] / full["samples"],
+                "samples": full["samples"],
+            }
+            if attacks:
+                rec["attacks"] = {a: full["hits"][a] / bits for a in TABLE_ATTACKS if a != "clean"}
+    pairs = []
+    for key, got in sorted(sums.get("pairs", {}).items(), key=lambda kv: (order(kv[0].split("/")[1]), kv[0])):
+        emb, det = key.split("/")
+        pairs.append({"embedder": emb, "detector": det, "bit_accuracy": got["hits"] / got["bits"]})
     return pairs
 
 
-def fullres_images(folder: Path | None) -> list[NamedImage]:
-    """`--images DIR` at the images' own sizes, or the full-resolution held-out set."""
-    if folder is None:
-        return fullres_evaluation_images()
-    images = []
-    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        try:
-            images.append(load_image_file(path))
-        except InvalidImage:
-            continue  # reported by load_image_set
-    return images
-
-
-def measure_fullres(
-    records: list[dict],
-    candidates: list[_Candidate],
-    images: list[NamedImage],
-    messages_per_image: int,
-    attacks: bool,
-    threads: int,
-    progress: bool,
-    step_size: int,
-) -> str:
-    """Every loading file through the runtime at full resolution (`robustness.evaluate`): an embedder with the
-    FP32 detector, a detector with the FP32 embedder. Fills `fullres`; with `attacks` also `attacks` (images)
-    and `video` (the generated clip marked, re-encoded, read back: `robustness.evaluate_video`)."""
-    with tempfile.TemporaryDirectory(prefix="vst-clip-") as tmp:
-        clip = evaluation_clip(Path(tmp)) if attacks else None
-        _measure_pairs_fullres(records, candidates, images, messages_per_image, clip, threads, progress, step_size)
-    return f"{len(images)} images at full size x {messages_per_image} messages"
-
-
-def _measure_pairs_fullres(records, candidates, images, messages_per_image, clip, threads, progress, step_size):
+def measure_video(records: list[dict], candidates: list[_Candidate], threads: int, step_size: int) -> None:
+    """With `--attacks`, every loading file marks the generated clip (with the FP32 file of the other part), which
+    is re-encoded and read back (`robustness.evaluate_video`) into `video`."""
     from ..runtime import Detector, Embedder
 
-    attacks = clip is not None
     fp32 = {c.part: c.path for c, r in zip(candidates, records) if c.variant == "fp32" and r["loads"]}
-    todo = [(c, r) for c, r in zip(candidates, records) if r["loads"] and len(fp32) == 2]
-    names = TABLE_ATTACKS if attacks else ("clean",)
-    bar = tqdm(
-        total=len(todo) * len(images) * messages_per_image,
-        desc="full resolution",
-        unit="sample",
-        disable=not progress,
-        leave=False,
-        file=console.stream(),
-    )
-    for c, rec in todo:
-        paths = {**fp32, c.part: c.path}
-        embedder, detector = Embedder(paths["embedder"], threads), Detector(paths["detector"], threads)
-        result = evaluate(
-            embedder,
-            detector,
-            images,
-            messages_per_image,
-            names,
-            progress=lambda: bar.update(1),
-        )
-        rec["fullres"] = {
-            "bit_accuracy": result.bit_accuracy["clean"],
-            "psnr_db": result.psnr_db,
-            "samples": result.samples,
-        }
-        if attacks:
-            rec["attacks"] = {a: result.bit_accuracy[a] for a in names if a != "clean"}
-            rec["video"] = evaluate_video(embedder, detector, clip, step_size)
-    bar.close()
+    if len(fp32) < 2:
+        return
+    with tempfile.TemporaryDirectory(prefix="vst-clip-") as tmp:
+        clip = evaluation_clip(Path(tmp))
+        for c, rec in zip(candidates, records):
+            if rec["loads"]:
+                paths = {**fp32, c.part: c.path}
+                embedder, detector = Embedder(paths["embedder"], threads), Detector(paths["detector"], threads)
+                rec["video"] = evaluate_video(embedder, detector, clip, step_size)
 
 
 def _card_files(card_dir: Path) -> tuple[list[_Candidate], dict]:
@@ -372,53 +324,108 @@ def validate_card(
     latency_repeats: int = LATENCY_REPEATS,
     attacks: bool = False,
     fullres: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Validate every artifact of one card; returns the report dict (see README for the schema).
-    Unless `fullres` is off, every loading file is also run at full resolution (`fullres`); with `attacks`, each
-    gets `attacks`: bit accuracy under each attack of `robustness.TABLE_ATTACKS`, on the saved full-size image."""
+    Per file: static facts, load and latency (`measure_record`); then the images stream through every loading file
+    in chunks (`stream.stream`, `workers` processes, same numbers for any count): accuracy against PyTorch at the
+    processing size and, unless `fullres` is off, at full resolution; with `attacks`, under each attack of
+    `robustness.TABLE_ATTACKS` on the saved full-size image, and on a generated video clip."""
     card_dir = Path(card_dir)
     candidates, meta = _card_files(card_dir)
     loaded = load_model_for_metadata(meta, card_dir.name)
     card = loaded.card
-    image_set = load_image_set(image_folder, card.img_size)
-    images = np.stack([i.pixels for i in image_set.images]).repeat(messages_per_image, axis=0)
-    ref = _reference(loaded, images, random_messages(len(images), card.nbits, MESSAGE_SEED))
-    records, embedded = [], {}
-    fp32_bytes = {c.part: c.path.stat().st_size for c in candidates if c.variant == "fp32" and c.path}
-    for c in tqdm(
-        candidates, desc=f"validate {card.name}", unit="file", disable=not progress, leave=False, file=console.stream()
-    ):
-        rec = measure_record(c, ref, loaded, meta, threads, latency_repeats, embedded)
-        if rec["bytes"] is not None and c.part in fp32_bytes:
-            rec["size_ratio_vs_fp32"] = rec["bytes"] / fp32_bytes[c.part]
-        records.append(rec)
-    fullres_set = None
-    if fullres or attacks:
-        images_fullres = fullres_images(image_folder)
-        args = (messages_per_image, attacks, threads, progress, card.step_size)
-        fullres_set = measure_fullres(records, candidates, images_fullres, *args)
-    detectors = [c for c, r in zip(candidates, records) if c.part == "detector" and r["loads"]]
-    psnr = float(np.mean([psnr_db(w, o) for w, o in zip(ref.imgs_w, images)]))
+    source = ImageSource.of(image_folder)
+    records = _static_records(candidates, _latency_feeds(loaded, source), threads, latency_repeats, progress)
+    job = _job(card_dir, meta, candidates, records, source, messages_per_image, threads, fullres or attacks, attacks)
+    totals = _stream_with_bar(job, workers, progress, card.name)
+    if attacks:
+        measure_video(records, candidates, threads, card.step_size)
+    sums = totals.sums
     return {
         "card": card.name,
         "nbits": card.nbits,
         "weights": loaded.weights,
         "weights_label": loaded.label or None,
         "images": {
-            "source": image_set.source,
-            "count": len(image_set.images),
-            "fullres": fullres_set,
-            "names": [i.name for i in image_set.images],
-            "skipped": image_set.skipped,
+            "source": source.source,
+            "count": len(totals.names),
+            "fullres": f"{len(totals.names)} images at full size x {messages_per_image} messages"
+            if job.fullres
+            else None,
+            "names": totals.names,
+            "skipped": totals.skipped,
             "size": card.img_size,
         },
-        "messages": {"per_image": messages_per_image, "total": int(len(ref.msgs)), "seed": MESSAGE_SEED},
+        "messages": {"per_image": messages_per_image, "total": int(sums["samples"]), "seed": MESSAGE_SEED},
         "tool_versions": tool_versions(),
-        "pytorch_reference": {"bit_accuracy": _accuracy(ref.logits, ref.msgs), "psnr_db": psnr},
+        "pytorch_reference": {
+            "bit_accuracy": sums["reference"]["hits"] / sums["reference"]["bits"],
+            "psnr_db": sums["reference"]["psnr_sum"] / sums["samples"],
+        },
         "attacks": [a for a in TABLE_ATTACKS if a != "clean"] if attacks else [],
         "missing_parts": [part for part in PARTS if not any(c.part == part for c in candidates)],
         "records": records,
-        "pairs": measure_pairs(detectors, embedded, ref.msgs, threads),
+        "pairs": fill_accuracy(records, totals, attacks, card.nbits),
+        "workers": workers,
+        "peak_rss_mb_workers": sums.get("max_worker_rss_mb"),  # with workers > 1: the largest worker's VmHWM
         # AOT compile of the int8 files per NPU target; None unless the NPU extra is installed (make setup-npu)
         "npu": npu_block([c.path for c in candidates if c.path and c.variant == "int8"]),
     }
+
+
+def _latency_feeds(loaded, source: ImageSource) -> dict[str, dict[str, np.ndarray]]:
+    """The one input each part is timed on: the first readable image (and its PyTorch-watermarked version)."""
+    card = loaded.card
+    for slot in range(source.slots):
+        try:
+            image = source.load(slot, card.img_size, fullres=False)[0].pixels[None]
+        except InvalidImage:
+            continue
+        msg = random_messages(1, card.nbits, MESSAGE_SEED)
+        ref = _reference(loaded, image, msg)
+        return {"embedder": {"image": image, "message": msg}, "detector": {"image": ref.imgs_w}}
+    raise InvalidImage(
+        f"--images {source.folder} holds no readable image ({source.slots} other file(s)); "
+        f"supported: {', '.join(IMAGE_SUFFIXES)}"
+    )
+
+
+def _static_records(candidates, feeds, threads: int, latency_repeats: int, progress: bool) -> list[dict]:
+    records = []
+    fp32_bytes = {c.part: c.path.stat().st_size for c in candidates if c.variant == "fp32" and c.path}
+    bar = tqdm(candidates, desc="load + latency", unit="file", disable=not progress, leave=False, file=console.stream())
+    for c in bar:
+        rec = measure_record(c, feeds, threads, latency_repeats)
+        if rec["bytes"] is not None and c.part in fp32_bytes:
+            rec["size_ratio_vs_fp32"] = rec["bytes"] / fp32_bytes[c.part]
+        records.append(rec)
+    return records
+
+
+def _job(card_dir, meta, candidates, records, source, messages_per_image, threads, fullres, attacks) -> Job:
+    import torch
+
+    files = tuple((c.part, c.variant, str(c.path)) for c, r in zip(candidates, records) if r["loads"])
+    fp32_loads = {part for part, variant, _ in files if variant == "fp32"} == set(PARTS)
+    attenuation = {c.variant: attenuation_of(c.meta or meta) for c in candidates if c.part == "embedder"}
+    return Job(
+        meta,
+        Path(card_dir).name,
+        files,
+        attenuation,
+        source,
+        messages_per_image,
+        threads,
+        fullres and fp32_loads,
+        TABLE_ATTACKS if attacks else ("clean",),
+        torch.get_num_threads(),
+    )
+
+
+def _stream_with_bar(job: Job, workers: int, progress: bool, card_name: str):
+    total = job.source.slots * job.messages_per_image
+    with tqdm(
+        total=total, desc=f"validate {card_name}", unit="sample", disable=not progress, file=console.stream()
+    ) as bar:
+        return stream(job, workers, bar.update)

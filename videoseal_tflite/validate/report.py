@@ -6,14 +6,12 @@ The work is in three modules, one job each: `measure` (per file: size, load, fla
 
 from __future__ import annotations
 
-from .measure import ImageSet, load_image_set, psnr_db, ssim, torch_detect, validate_card
+from .measure import psnr_db, ssim, torch_detect, validate_card
 from .render import report_markdown, tradeoff_plot, write_report
 from .select import below_floor, pick
 
 __all__ = [
-    "ImageSet",
     "below_floor",
-    "load_image_set",
     "pick",
     "psnr_db",
     "report_markdown",
