@@ -240,22 +240,29 @@ def test_attack_functions():
 
 
 def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
-    """--attacks runs every file through the runtime on full-size saved images (not the 128-px tensor)."""
+    """--attacks runs every file through the runtime on full-size saved images (not the 128-px tensor).
+    The FP32 and full-int8 files of both parts (the other variants take the same path; the video rows cost ~15 s
+    per file)."""
+    from videoseal_tflite.artifact import Artifact
     from videoseal_tflite.images import fullres_photo
     from videoseal_tflite.runtime import to_uint8
     from videoseal_tflite.validate.render import attack_losses
     from videoseal_tflite.validate.report import report_markdown
 
+    card_dir = tmp_path / "compact"
+    card_dir.mkdir()
+    for art, path in Artifact.find(compact_artifacts.out_dir):
+        if art.variant in ("fp32", "int8"):
+            shutil.copy(path, card_dir)
     images = tmp_path / "photos"
     images.mkdir()
     for name in ("astronaut", "coffee"):
         Image.fromarray(to_uint8(fullres_photo(name).pixels)).save(images / f"{name}.png")
-    report = validate_card(
-        compact_artifacts.out_dir, images, messages_per_image=2, progress=False, latency_repeats=2, attacks=True
-    )
+    report = validate_card(card_dir, images, messages_per_image=2, progress=False, latency_repeats=2, attacks=True)
     loaded = [r for r in report["records"] if r["loads"]]
     assert report["attacks"] == ["jpeg_80", "jpeg_50", "resize_0.5", "crop_50pct_area", "h264_crf23", "h264_crf30"]
-    assert loaded and all(list(r["attacks"]) == report["attacks"] for r in loaded)
+    assert len(loaded) == 4 and all(list(r["attacks"]) == report["attacks"] for r in loaded)
+    assert all(r["video"]["h264_crf30"]["bits"] == 32 for r in loaded)
     assert all(r["fullres"]["samples"] == 4 for r in loaded)
     fp32 = next(r for r in loaded if r["part"] == "embedder" and r["variant"] == "fp32")
     print("compact fp32 at full resolution:", fp32["fullres"], fp32["attacks"])
@@ -284,6 +291,7 @@ def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
     from videoseal_tflite.artifact import Artifact
     from videoseal_tflite.images import procedural_image
     from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.validate.report import report_markdown
     from videoseal_tflite.validate.stream import CHUNK
 
     card_dir = tmp_path / "compact"
@@ -305,6 +313,7 @@ def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
     one, two = (_numbers(r) for r in reports)
     assert one == two
     assert one["images"]["count"] == 10 and len(one["images"]["skipped"]) == 1
+    assert "Skipped 1 file(s) that are not readable images: img05b.txt" in report_markdown(reports[1])
     assert one["messages"]["total"] == 20 and len(one["pairs"]) == 2
     for name, record in one["records"].items():
         assert record["bit_accuracy"] is not None and record["fullres"]["samples"] == 20, name

@@ -90,7 +90,7 @@ def _fp32_detector(report: dict) -> float | None:
 def scale_markdown(record: dict[str, Any]) -> str:
     width, height = record["image_size"]
     lines = [
-        f"# validate --images: memory against the number of images ({record['card']}, FP32 pair)",
+        f"### validate --images: memory against the number of images ({record['card']}, FP32 pair)",
         "",
         f"{width}x{height} PNGs, {record['messages_per_image']} message per image, processing size + full resolution."
         " Peak RSS is each process's own VmHWM. Command: `videoseal-tflite bench --validate-scale`.",

@@ -34,6 +34,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"random messages each, at the processing size ({report['images']['size']} px). PyTorch reference: "
         f"bit acc {ref['bit_accuracy']:.4f}, PSNR {ref['psnr_db']:.2f} dB."
     ]
+    skipped = report["images"].get("skipped") or []
+    if skipped:
+        more = f" (and {len(skipped) - 3} more, in report.json)" if len(skipped) > 3 else ""
+        lines += [f"Skipped {len(skipped)} file(s) that are not readable images: {'; '.join(skipped[:3])}{more}."]
     if report["images"].get("fullres"):
         lines += [
             f"Full resolution: {report['images']['fullres']}, each file through the runtime, saved as PNG and "
