@@ -41,3 +41,15 @@ def test_video_bench_smoke(compact_artifacts):
     assert set(ours["seconds"]) == {"decode", "model", "resize_blend", "encode"}
     assert ours["peak_rss_mb"] > 50 and torch_row["peak_rss_mb"] > ours["peak_rss_mb"]
     assert "| 180p | PyTorch (videoseal) |" in bench_video_markdown(record)
+
+
+def test_validate_scale_bench_smoke(compact_artifacts, tmp_path):
+    """`bench --validate-scale` at a CI size: a child `validate --images` run on generated PNGs, its own peak RSS."""
+    from videoseal_tflite.bench_scale import bench_validate_scale, scale_markdown, write_scale
+
+    record = bench_validate_scale(compact_artifacts.out_dir, counts=(3,), workers=(1,), say=lambda _: None)
+    (row,) = record["rows"]
+    assert row["images"] == 3 and row["workers"] == 1 and row["peak_rss_mb"] > 100 and row["seconds"] > 0
+    assert row["peak_rss_mb_workers"] is None and row["bit_accuracy_fp32_detector"] >= 0.9
+    json_path, md_path = write_scale(record, tmp_path)
+    assert json_path.is_file() and "| 3 | 1 |" in scale_markdown(record) == md_path.read_text()
