@@ -26,7 +26,6 @@ from .. import console
 from ..artifact import PARTS, Artifact
 from ..errors import InvalidImage, InvalidModelFile, VsTfliteError
 from ..images import (
-    IMAGE_SUFFIXES,
     NamedImage,
     random_messages,
 )
@@ -41,7 +40,7 @@ from .gpu import gpu_static_check
 from .inspect_model import inspect_model
 from .load_check import run_isolated
 from .npu import npu_block
-from .stream import MESSAGE_SEED, ImageSource, Job, stream
+from .stream import MESSAGE_SEED, ImageSource, Job, no_readable_image, stream
 
 LATENCY_REPEATS = 20
 
@@ -385,10 +384,7 @@ def _latency_feeds(loaded, source: ImageSource) -> dict[str, dict[str, np.ndarra
         msg = random_messages(1, card.nbits, MESSAGE_SEED)
         ref = _reference(loaded, image, msg)
         return {"embedder": {"image": image, "message": msg}, "detector": {"image": ref.imgs_w}}
-    raise InvalidImage(
-        f"--images {source.folder} holds no readable image ({source.slots} other file(s)); "
-        f"supported: {', '.join(IMAGE_SUFFIXES)}"
-    )
+    raise no_readable_image(source.folder, source.slots)
 
 
 def _static_records(candidates, feeds, threads: int, latency_repeats: int, progress: bool) -> list[dict]:

@@ -226,6 +226,13 @@ def _in_order(job: Job, workers: int) -> Iterator[dict[str, Any]]:
             raise
 
 
+def no_readable_image(folder: Path | None, others: int) -> InvalidImage:
+    """The one error for an `--images` folder without a single image in it."""
+    return InvalidImage(
+        f"--images {folder} holds no readable image ({others} other file(s)); supported: {', '.join(IMAGE_SUFFIXES)}"
+    )
+
+
 def stream(job: Job, workers: int = 1, progress: Callable[[int], None] | None = None) -> Totals:
     """Every chunk of `job.source` through `chunk_stats`, reduced in chunk order; `progress(samples)` per chunk."""
     totals = Totals()
@@ -234,8 +241,5 @@ def stream(job: Job, workers: int = 1, progress: Callable[[int], None] | None = 
         if progress:
             progress(stats["samples"])
     if not totals.names:
-        raise InvalidImage(
-            f"--images {job.source.folder} holds no readable image ({len(totals.skipped)} other file(s)); "
-            f"supported: {', '.join(IMAGE_SUFFIXES)}"
-        )
+        raise no_readable_image(job.source.folder, len(totals.skipped))
     return totals
