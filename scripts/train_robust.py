@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/train_robust.py --workdir runs/robust                 # CPU, resumes if interrupted
     .venv/bin/python scripts/train_robust.py --workdir runs/robust --device cuda   # same script on a GPU
+    ... --time-budget 420      # stop after 7 minutes of training, validated and resumable
 
 The best validation checkpoint goes to --out; copy it over videoseal_tflite/weights/compact.pth only when it beats
 the shipped weights on the held-out table (scripts/heldout_table.py).
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/robust/best.pth"), help="best weights")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--stop-after", type=int, help="end this run at that step (checkpoint written)")
+    parser.add_argument("--time-budget", type=float, help="end this run after that many seconds (checkpoint written)")
     for field in dataclasses.fields(RobustConfig):
         if field.name == "full_sizes":
             parser.add_argument("--full-sizes", type=int, nargs="+", default=list(field.default))
@@ -30,7 +32,12 @@ def main() -> None:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RobustConfig)}
     values["full_sizes"] = tuple(values["full_sizes"])
     summary = finetune_robust(
-        RobustConfig(**values), args.workdir, args.out, resume=not args.no_resume, stop_after=args.stop_after
+        RobustConfig(**values),
+        args.workdir,
+        args.out,
+        resume=not args.no_resume,
+        stop_after=args.stop_after,
+        time_budget=args.time_budget,
     )
     print(f"best validation: {summary['best']}")
 

@@ -149,7 +149,7 @@ def test_no_reference_to_files_outside_the_repository():
     offenders = []
     for path in [
         *PACKAGE.rglob("*.py"),
-        *(ROOT / "scripts").glob("*"),
+        *(p for p in (ROOT / "scripts").glob("*") if p.is_file()),
         *(ROOT / "tests").glob("*.py"),
         ROOT / "Makefile",
         ROOT / "README.md",

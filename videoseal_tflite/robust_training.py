@@ -12,7 +12,7 @@ processing size S):
   6. logits = detector(resize(y', S))
 Loss: bit BCE + `lambda_psnr` * relu(target_psnr - PSNR(y, x)) per image, so the watermark may use the room
 up to the PSNR target but not past it. Attack strength ramps from mild to the configured strength over
-`ramp_fraction` of the run; the attack mix is data (`ATTACKS`).
+`ramp_fraction` of the run; the attack mix is data (`RobustConfig.attacks`, names from `KNOWN_ATTACKS`).
 
 Model selection uses a validation set (procedural images of unseen seeds at 512 px plus full-size training
 photos), never the card's held-out images. Deterministic per seed and device; resumable from `last.pt`.
@@ -24,8 +24,10 @@ import dataclasses
 import io
 import json
 import math
+import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,17 @@ class RobustConfig:
     eval_every: int = 250
     checkpoint_every: int = 50
     procedural_pool: int = 96
+    attacks: str = "identity,jpeg,resize,crop,crop,h264,resize_jpeg,brightness,contrast,blur"  # drawn uniformly
+
+
+_JPEG_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return np.array(Image.open(buf).convert("RGB"))
 
 
 def interpolate(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
@@ -72,16 +85,15 @@ def interpolate(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) 
 
 
 def jpeg_ste(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Per-image JPEG through Pillow with a straight-through gradient (videoseal's `JPEG(passthrough=True)`)."""
-    out = []
-    for img in x:
-        arr = (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        dec = torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255
-        out.append(dec.to(x.device))
-    compressed = torch.stack(out)
+    """Per-image JPEG through Pillow with a straight-through gradient (videoseal's `JPEG(passthrough=True)`).
+
+    The batch crosses to the host once as uint8; Pillow (which releases the GIL while it codes) runs the images
+    on `torch.get_num_threads()` threads, results in batch order, so the output does not depend on the pool."""
+    arrs = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    threads = max(1, torch.get_num_threads())
+    pool = _JPEG_POOL.setdefault(threads, ThreadPoolExecutor(max_workers=threads))
+    decoded = list(pool.map(_jpeg_roundtrip, arrs, [quality] * len(arrs)))
+    compressed = torch.from_numpy(np.stack(decoded)).to(x.device).permute(0, 3, 1, 2).float() / 255
     return x + (compressed - x).detach()
 
 
@@ -134,34 +146,57 @@ def apply_attack(
     return x
 
 
-# crop twice: a crop read as is rescales the watermark, the attack the first weights never saw
-ATTACKS = ("identity", "jpeg", "resize", "crop", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
+def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
+    """The configured attack mix (a name twice = drawn twice as often); unknown names are a usage error."""
+    names = tuple(a.strip() for a in cfg.attacks.split(",") if a.strip())
+    unknown = sorted(set(names) - set(KNOWN_ATTACKS))
+    if not names or unknown:
+        raise SystemExit(f"--attacks: unknown attack(s) {', '.join(unknown) or '(none given)'}; known: "
+                         f"{', '.join(KNOWN_ATTACKS)}")  # fmt: skip
+    return names
+
+
+KNOWN_ATTACKS = ("identity", "jpeg", "resize", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
 
 
 class FullResData:
-    """Random square crops of side F from training photos (full size) and procedural images at 512 px."""
+    """Random square crops of side F from training photos (full size) and procedural images at 512 px.
 
-    def __init__(self, pool: int, seed: int) -> None:
-        self.photos = [bundled_image(n).pixels for n in CALIB_BUNDLED]
+    The images live on `device` (a GPU step then never waits for the host); photos smaller than F are upscaled
+    once per (photo, F) so that a crop of F fits, and kept."""
+
+    def __init__(self, pool: int, seed: int, device: str = "cpu") -> None:
+        self.device = device
+        self.photos = [torch.from_numpy(bundled_image(n).pixels).to(device) for n in CALIB_BUNDLED]
         start = TRAIN_PROCEDURAL_SEEDS.start + 50_000 + 1000 * seed
-        self.procedural = [procedural_image(s, 512).pixels for s in range(start, start + pool)]
+        seeds = range(start, start + pool)
+        self.procedural = [torch.from_numpy(procedural_image(s, 512).pixels).to(device) for s in seeds]
+        self._fitted: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    def _fit(self, source: int, index: int, img: torch.Tensor, side: int) -> torch.Tensor:
+        if min(img.shape[1:]) >= side:
+            return img
+        key = (source, index, side)
+        if key not in self._fitted:
+            scale = side / min(img.shape[1:])
+            size = (math.ceil(img.shape[1] * scale), math.ceil(img.shape[2] * scale))
+            self._fitted[key] = interpolate(img[None], size)[0]
+        return self._fitted[key]
 
     def batch(self, rng: np.random.Generator, count: int, side: int) -> torch.Tensor:
         out = []
         for _ in range(count):
-            source = self.photos if rng.random() < 0.5 else self.procedural
-            img = source[int(rng.integers(len(source)))]
-            if min(img.shape[1:]) < side:  # small photos: upscale so a crop of `side` fits
-                scale = side / min(img.shape[1:])
-                t = torch.from_numpy(img)[None]
-                img = interpolate(t, (math.ceil(img.shape[1] * scale), math.ceil(img.shape[2] * scale)))[0].numpy()
+            which = 0 if rng.random() < 0.5 else 1
+            source = (self.photos, self.procedural)[which]
+            index = int(rng.integers(len(source)))
+            img = self._fit(which, index, source[index], side)
             top = int(rng.integers(0, img.shape[1] - side + 1))
             left = int(rng.integers(0, img.shape[2] - side + 1))
             crop = img[:, top : top + side, left : left + side]
             if rng.random() < 0.5:
-                crop = crop[:, :, ::-1]
-            out.append(np.ascontiguousarray(crop, dtype=np.float32))
-        return torch.from_numpy(np.stack(out))
+                crop = crop.flip(-1)
+            out.append(crop)
+        return torch.stack(out).float()
 
 
 def embed_full(model: torch.nn.Module, card: Card, x: torch.Tensor, msgs: torch.Tensor) -> torch.Tensor:
@@ -262,14 +297,14 @@ def _config_json(cfg: RobustConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _step(model, card, cfg, data, rng, step, opts) -> dict[str, float]:
+def _step(model, card, cfg, data, rng, step, opts, attacks) -> dict[str, float]:
     """One optimizer step of the full-resolution path; returns the batch's loss terms."""
     side = int(cfg.full_sizes[int(rng.integers(len(cfg.full_sizes)))])
-    x = data.batch(rng, cfg.batch, side).to(cfg.device)
+    x = data.batch(rng, cfg.batch, side)
     msgs = torch.from_numpy(rng.integers(0, 2, (cfg.batch, card.nbits)).astype(np.float32)).to(cfg.device)
     y = embed_full(model, card, x, msgs)
     strength = min(1.0, step / max(1.0, cfg.ramp_fraction * cfg.steps))
-    attack = ATTACKS[int(rng.integers(len(ATTACKS)))]
+    attack = attacks[int(rng.integers(len(attacks)))]
     bits = detect_bits(model, card, apply_attack(attack, y, strength, rng, cfg))
     psnr = psnr_per_image(y, x)
     loss = F.binary_cross_entropy_with_logits(bits, msgs) + cfg.lambda_psnr * F.relu(cfg.target_psnr - psnr).mean()
@@ -286,20 +321,14 @@ def _step(model, card, cfg, data, rng, step, opts) -> dict[str, float]:
     }
 
 
-def finetune_robust(
-    cfg: RobustConfig,
-    workdir: Path,
-    out: Path,
-    resume: bool = True,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> dict:
-    """Run (or resume) robust fine-tuning; write the best validation checkpoint to `out`."""
+def _seeded_start(cfg: RobustConfig) -> tuple[Card, np.random.Generator, torch.nn.Module, tuple]:
+    """Seeds, deterministic kernels, the card's model with its initial weights on `cfg.device`, two optimizers."""
     from .weights import build_architecture
 
+    if cfg.device.startswith("cuda"):  # cuBLAS is deterministic only with a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    workdir.mkdir(parents=True, exist_ok=True)
     card = load_card(cfg.card)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -309,7 +338,26 @@ def finetune_robust(
     model.to(cfg.device).train()
     opt_e = torch.optim.AdamW(model.embedder.parameters(), lr=cfg.lr_embedder, weight_decay=1e-4)
     opt_d = torch.optim.AdamW(model.detector.parameters(), lr=cfg.lr_detector, weight_decay=1e-4)
-    data, val = FullResData(cfg.procedural_pool, cfg.seed), validation_set()
+    return card, rng, model, (opt_e, opt_d)
+
+
+def finetune_robust(
+    cfg: RobustConfig,
+    workdir: Path,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    time_budget: float | None = None,
+) -> dict:
+    """Run (or resume) robust fine-tuning; write the best validation checkpoint to `out`.
+
+    `stop_after` ends the run at that step, `time_budget` after that many seconds of training (the current step
+    finishes, the weights are validated and the checkpoint written, so a resumed run goes on from there)."""
+    attacks = attack_names(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    card, rng, model, (opt_e, opt_d) = _seeded_start(cfg)
+    data, val = FullResData(cfg.procedural_pool, cfg.seed, cfg.device), validation_set()
     step, best, history = 0, {"score": -1.0}, []
     last = workdir / "last.pt"
     if resume and last.is_file():
@@ -319,11 +367,14 @@ def finetune_robust(
     bar = tqdm(total=cfg.steps, initial=step, desc="robust compact", disable=not progress, dynamic_ncols=True)
     start, end = time.perf_counter(), min(cfg.steps, stop_after or cfg.steps)
     while step < end:
-        stats = _step(model, card, cfg, data, rng, step, (opt_e, opt_d))
+        stats = _step(model, card, cfg, data, rng, step, (opt_e, opt_d), attacks)
         step += 1
         bar.update(1)
         bar.set_postfix({k: round(v, 3) for k, v in stats.items()} | {"best": round(best["score"], 3)})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        out_of_time = time_budget is not None and time.perf_counter() - start >= time_budget
+        if out_of_time:
+            end = step
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             metrics = {"step": step, **validate_robust(model, card, val, cfg.device)}
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
