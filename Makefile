@@ -5,12 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-tflite
 STAMP := $(VENV)/.installed
-# Conversion defaults. The compact card ships trained weights, so it converts offline:
-#   make convert                                  compact card (all variants) + report
+# Conversion defaults. The compact cards ship trained weights, so they convert offline:
+#   make convert                                  the default card (cli.DEFAULT_CARD: compact_robust), all variants + report
+#   make convert CARD=compact                     the same architecture with the 128-px weights
 #   make convert CARD=videoseal_1.0 CHECKPOINT=ckpt.pth
 #   make convert CARD=videoseal_0.0 RANDOM_INIT=0  official architecture, untrained (labelled random-init)
 #   make convert-official                         both official cards, random-init seed 0
-CARD ?= compact
+CARD ?=
+# empty CARD: the package's default card, read when the recipe runs (after setup), so it is written only in cli.py
+CARD_OR_DEFAULT = $(or $(CARD),$(shell $(PY) -c 'from videoseal_tflite.cli import DEFAULT_CARD; print(DEFAULT_CARD)'))
 CHECKPOINT ?=
 RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
@@ -32,8 +35,8 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $@
 
 convert: $(STAMP)
-	$(CLI) convert --artifacts $(ARTIFACTS) --card $(CARD) $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(RANDOM_INIT),--random-init $(RANDOM_INIT))
-	$(CLI) validate --artifacts $(ARTIFACTS) --card $(CARD)
+	$(CLI) convert --artifacts $(ARTIFACTS) --card $(CARD_OR_DEFAULT) $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") $(if $(RANDOM_INIT),--random-init $(RANDOM_INIT))
+	$(CLI) validate --artifacts $(ARTIFACTS) --card $(CARD_OR_DEFAULT)
 
 convert-official: $(STAMP)
 	$(CLI) convert --artifacts $(ARTIFACTS) --all-official --random-init 0

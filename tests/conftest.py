@@ -79,3 +79,14 @@ def compact_report(compact_artifacts):
     report = validate_card(compact_artifacts.out_dir, progress=False)
     write_report(report, compact_artifacts.out_dir)
     return report
+
+
+@pytest.fixture(scope="session")
+def default_fp32(out_root):
+    """`make convert`'s default card (cli.DEFAULT_CARD) with its bundled weights: the FP32 embedder and detector."""
+    from videoseal_tflite.cli import DEFAULT_CARD
+    from videoseal_tflite.pipeline import convert_card
+    from videoseal_tflite.weights import WeightSource
+
+    artifacts = convert_card(DEFAULT_CARD, WeightSource(), out_root, variants=(), progress=False)
+    return {c.part: Path(c.path) for c in artifacts.converted}

@@ -27,6 +27,16 @@ from .runtime import Detector, Embedder, load_image, to_uint8
 MESSAGE_SEED = 17
 # the attack set of issue #13's table, in its order; every name is a key of attacks.ATTACKS (or "clean")
 TABLE_ATTACKS = ("clean", "jpeg_80", "jpeg_50", "resize_0.5", "crop_50pct_area", "h264_crf23", "h264_crf30")
+# issue #13's "minimum to resolve" row (bit accuracy on the full-resolution held-out set, FP32 files) and PSNR floor
+HELDOUT_MINIMUM = {
+    "clean": 0.995,
+    "jpeg_80": 0.95,
+    "jpeg_50": 0.90,
+    "resize_0.5": 0.95,
+    "crop_50pct_area": 0.80,
+    "h264_crf23": 0.95,
+}
+HELDOUT_MIN_PSNR_DB = 38.0
 
 
 @dataclasses.dataclass(frozen=True)
