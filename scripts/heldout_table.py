@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from videoseal_tflite import console
 from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.cli import DEFAULT_CARD
 from videoseal_tflite.images import fullres_evaluation_images
@@ -36,10 +37,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
     args = parser.parse_args()
     folder = args.artifacts / args.card
-    embedder = Embedder(Artifact.find(folder, "embedder", args.variant)[0][1])
-    detector = Detector(Artifact.find(folder, "detector", args.variant)[0][1])
+    files = {part: Artifact.find(folder, part, args.variant) for part in ("embedder", "detector")}
+    missing = [part for part, found in files.items() if not found]
+    if missing:
+        raise SystemExit(
+            f"heldout_table: no {args.variant} {' or '.join(missing)} in {folder} "
+            f"(make convert CARD={args.card} builds it)"
+        )
     images = fullres_evaluation_images()
-    with tqdm(total=len(images) * args.messages, desc="held-out table", unit="sample") as bar:
+    # XNNPACK's INFO lines and other native output go to a log that is then dropped; the bar and table are ours
+    with (
+        console.quiet(None, "heldout"),
+        tqdm(total=len(images) * args.messages, desc="held-out table", unit="sample", file=console.stream()) as bar,
+    ):
+        embedder, detector = Embedder(files["embedder"][0][1]), Detector(files["detector"][0][1])
         result = evaluate(embedder, detector, images, args.messages, progress=lambda: bar.update(1))
     print("\n".join(markdown_header()))
     print(markdown_row(f"{args.card} {args.variant}", result))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from videoseal_tflite.validate.load_check import load_check
+from videoseal_tflite.validate.load_check import load_check_many
 from videoseal_tflite.variants import spec, variant_names
 
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
@@ -54,10 +54,9 @@ def test_every_variant_built_or_failed_with_reason(card, card_artifacts):
 @pytest.mark.parametrize("card", CARDS)
 @pytest.mark.parametrize("runtime", ["litert", "tflite"])
 def test_built_variants_load_and_invoke(card, runtime, card_artifacts):
-    for v in card_artifacts(card).variants:
-        if v.status != "failed":
-            result = load_check(v.path, runtime)
-            assert result.loads, f"{card} {v.part} {v.variant} on {runtime}: {result.error}"
+    built = [v for v in card_artifacts(card).variants if v.status != "failed"]
+    for v, result in zip(built, load_check_many([v.path for v in built], runtime), strict=True):
+        assert result.loads, f"{card} {v.part} {v.variant} on {runtime}: {result.error}"
 
 
 def test_repairs_recorded_exactly_where_they_happened(card_artifacts):

@@ -13,7 +13,7 @@ from videoseal_tflite.quantize.build import compare, quantize_bytes, quantize_va
 from videoseal_tflite.quantize.recipes import base_recipe, keep_float
 from videoseal_tflite.tflite_metadata import io_quantization, read_metadata
 from videoseal_tflite.validate.inspect_model import inspect_model
-from videoseal_tflite.validate.load_check import load_check, run_isolated
+from videoseal_tflite.validate.load_check import load_check, load_check_many, run_isolated
 from videoseal_tflite.variants import variant_names
 
 VARIANTS = variant_names(quantized_only=True)
@@ -28,8 +28,8 @@ def test_every_compact_variant_is_built(compact_artifacts):
 
 @pytest.mark.parametrize("runtime", ["litert", "tflite"])
 def test_compact_variants_load_on_both_runtimes(runtime, compact_artifacts):
-    for v in compact_artifacts.variants:
-        result = load_check(v.path, runtime)
+    variants = compact_artifacts.variants
+    for v, result in zip(variants, load_check_many([v.path for v in variants], runtime), strict=True):
         assert result.loads, f"{v.part} {v.variant} on {runtime}: {result.error}"
 
 

@@ -1,7 +1,8 @@
 """Load a .tflite in a LiteRT interpreter (allocate + one invoke on random data), in a child process.
 
 A model that crashes the runtime (segfault, abort) takes down only the child. Run directly:
-`python -m videoseal_tflite.validate.load_check FILE [--runtime litert|tflite]` prints one JSON line.
+`python -m videoseal_tflite.validate.load_check FILE [FILE ...] [--runtime litert|tflite]` prints one JSON line
+per file, in order (`load_check_many`: tf.lite's import alone costs ~4 s a child, so several files share one).
 """
 
 from __future__ import annotations
@@ -102,21 +103,50 @@ def run_in_process(
     return LoadResult(runtime, True, "ok"), outputs
 
 
+def load_check_many(paths: list[Path], runtime: str = "litert", timeout_s: float = 600.0) -> list[LoadResult]:
+    """`load_check` for each path, in as few children as it takes: one child loads the files in turn; a file that
+    crashes or hangs its child gets that `crash` result, and the files after it go on in a new child."""
+    results: list[LoadResult] = []
+    while len(results) < len(paths):
+        rest = [str(p) for p in paths[len(results) :]]
+        command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", *rest, "--runtime", runtime]
+        results += _child_results(command, runtime, timeout_s * len(rest), len(rest))
+    return results
+
+
 def _child(command: list[str], runtime: str, timeout_s: float) -> LoadResult:
+    return _child_results(command, runtime, timeout_s, 1)[0]
+
+
+def _child_results(command: list[str], runtime: str, timeout_s: float, count: int) -> list[LoadResult]:
+    """The results the child printed (one JSON line per file, in order), then, if it stopped short of `count`,
+    one `crash` result for the file it was on."""
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=_child_env())
-    except subprocess.TimeoutExpired:
-        return LoadResult(runtime, False, "crash", f"the runtime did not finish loading within {timeout_s:.0f} s")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode == 0 and lines:
-        fields = json.loads(lines[-1])
-        fields.pop("latency_ms", None)
-        return LoadResult(**fields)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        hung = LoadResult(runtime, False, "crash", f"the runtime did not finish loading within {timeout_s:.0f} s")
+        return _printed(out)[: count - 1] + [hung]
+    done = _printed(proc.stdout)[:count]
+    if proc.returncode == 0 and len(done) == count:
+        return done
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        return LoadResult(runtime, False, "crash", f"the {runtime} runtime crashed ({name}) while loading the model")
+        return done + [
+            LoadResult(runtime, False, "crash", f"the {runtime} runtime crashed ({name}) while loading the model")
+        ]
     tail = " ".join(proc.stderr.strip().splitlines()[-1:]) or f"exit code {proc.returncode}"
-    return LoadResult(runtime, False, "crash", f"the load check failed: {tail[:300]}")
+    return done + [LoadResult(runtime, False, "crash", f"the load check failed: {tail[:300]}")]
+
+
+def _printed(stdout: str) -> list[LoadResult]:
+    results = []
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            fields = json.loads(line)
+            fields.pop("latency_ms", None)
+            results.append(LoadResult(**fields))
+    return results
 
 
 def _child_env() -> dict[str, str]:
@@ -182,7 +212,7 @@ def run_isolated(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("path", type=Path)
+    parser.add_argument("path", type=Path, nargs="+")
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert")
     parser.add_argument("--inputs", type=Path, help="npz of '<i>/<name>' arrays to run instead of random data")
     parser.add_argument("--outputs", type=Path, help="where to write the outputs npz")
@@ -191,28 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="also time this many invokes of the first input")
     args = parser.parse_args(argv)
     if args.inputs is None:
-        result = load_in_process(args.path, args.runtime, args.threads)
-    else:
-        with np.load(args.inputs) as data:
-            feeds: dict[int, dict[str, np.ndarray]] = {}
-            for key in data.files:
-                index, name = key.split("/", 1)
-                feeds.setdefault(int(index), {})[name] = data[key]
-        timing: list[float] = []
-        result, outputs = run_in_process(
-            args.path,
-            [feeds[i] for i in sorted(feeds)],
-            args.runtime,
-            args.threads,
-            args.convert_io,
-            timing,
-            args.repeats,
-        )
-        if outputs:
-            arrays = {f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()}
-            if timing:
-                arrays["latency_ms"] = np.array(timing)
-            np.savez(args.outputs, **arrays)
+        for path in args.path:  # one line per file as soon as it is known: a crash keeps the lines before it
+            print(json.dumps(load_in_process(path, args.runtime, args.threads).to_json()), flush=True)
+        return 0
+    if len(args.path) != 1:
+        parser.error("--inputs runs one file")
+    with np.load(args.inputs) as data:
+        feeds: dict[int, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            index, name = key.split("/", 1)
+            feeds.setdefault(int(index), {})[name] = data[key]
+    timing: list[float] = []
+    inputs = [feeds[i] for i in sorted(feeds)]
+    result, outputs = run_in_process(
+        args.path[0], inputs, args.runtime, args.threads, args.convert_io, timing, args.repeats
+    )
+    if outputs:
+        arrays = {f"{i}/{k}": v for i, out in enumerate(outputs) for k, v in out.items()}
+        if timing:
+            arrays["latency_ms"] = np.array(timing)
+        np.savez(args.outputs, **arrays)
     print(json.dumps(result.to_json()), flush=True)
     return 0
 
