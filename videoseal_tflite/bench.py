@@ -57,8 +57,8 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def _timed_child(command: list[str]) -> dict[str, Any]:
-    """Run a command (`_cli(...)`); wall seconds and the child's own peak RSS (MB, `peak_rss.py`)."""
+def timed_child(command: list[str]) -> dict[str, Any]:
+    """Run a command (`cli_command(...)`); wall seconds and the child's own peak RSS (MB, `peak_rss.py`)."""
     start = time.perf_counter()
     proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
@@ -67,7 +67,7 @@ def _timed_child(command: list[str]) -> dict[str, Any]:
             "error": None if proc.returncode == 0 else (lines or ["?"])[-1][:300]}  # fmt: skip
 
 
-def _cli(*args: str) -> list[str]:
+def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "videoseal_tflite.peak_rss", "videoseal_tflite.cli", *args]
 
 
@@ -148,12 +148,16 @@ def bench_card(
 
 def _build_costs(card, part: str, work: Path, weight_args: list[str], variants: tuple[str, ...]) -> dict[str, Any]:
     """Wall time and peak RSS of the FP32 conversion and of each quantization, one child process each."""
-    convert = _cli("convert", "--card", str(card.path), "--part", part, "--variant", "fp32", "--artifacts", str(work))
+    convert = cli_command(
+        "convert", "--card", str(card.path), "--part", part, "--variant", "fp32", "--artifacts", str(work)
+    )
     return {
-        "convert_fp32": _timed_child(convert + weight_args),
+        "convert_fp32": timed_child(convert + weight_args),
         "quantize": {
-            v: _timed_child(
-                _cli("quantize", "--card", str(card.path), "--part", part, "--variant", v, "--artifacts", str(work))
+            v: timed_child(
+                cli_command(
+                    "quantize", "--card", str(card.path), "--part", part, "--variant", v, "--artifacts", str(work)
+                )
             )
             for v in variants
         },
@@ -205,8 +209,8 @@ def _scaling(card, loaded, work: Path, weight_args: list[str], invokes: int) -> 
         variant_card = work / f"{card.name}_{size}.yaml"
         variant_card.write_text(yaml.safe_dump(raw))
         # weights: same seed / checkpoint; the detector's weights do not depend on the size for ConvNeXt
-        conv = _timed_child(
-            _cli(
+        conv = timed_child(
+            cli_command(
                 "convert",
                 "--card",
                 str(variant_card),

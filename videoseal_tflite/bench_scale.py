@@ -54,7 +54,7 @@ def bench_validate_scale(
     card_dir: Path, counts: tuple[int, ...] = (16, 10_000), workers: tuple[int, ...] = (1, 2), say: Callable = print
 ) -> dict[str, Any]:
     """One row per (images, workers): wall seconds, the main process's and the workers' peak RSS."""
-    from .bench import _cli, _timed_child, machine_facts
+    from .bench import cli_command, machine_facts, timed_child
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="vst-scale-") as tmp:
@@ -65,7 +65,7 @@ def bench_validate_scale(
             for n in workers:
                 say(f"validate {card.name}: {count} images, {n} worker(s) ...")
                 args = ["validate", "--artifacts", str(card.parent), "--card", card.name, "--images", str(images)]
-                run = _timed_child(_cli(*args, "--messages", "1", "--workers", str(n)))
+                run = timed_child(cli_command(*args, "--messages", "1", "--workers", str(n)))
                 if not run["ok"]:
                     raise VsTfliteError(f"validate on {count} images failed: {run['error']}")
                 report = json.loads((card / "report.json").read_text())

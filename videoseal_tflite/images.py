@@ -95,11 +95,17 @@ def fullres_photo(name: str) -> NamedImage:
     return NamedImage(f"skimage:{name}", to_rgb_float(data[0] if isinstance(data, tuple) else data))
 
 
+def fullres_evaluation_image(slot: int) -> NamedImage:
+    """Slot `slot` of the full-resolution held-out set: the photos above, then the procedural seeds at 512 px."""
+    photos = len(EVAL_FULLRES_PHOTOS)
+    if slot < photos:
+        return fullres_photo(EVAL_FULLRES_PHOTOS[slot])
+    return procedural_image(EVAL_PROCEDURAL_SEEDS[slot - photos], EVAL_FULLRES_PROCEDURAL_SIZE)
+
+
 def fullres_evaluation_images() -> list[NamedImage]:
-    """The full-resolution held-out set: the photos above plus the procedural held-out seeds at 512 px."""
-    return [fullres_photo(n) for n in EVAL_FULLRES_PHOTOS] + [
-        procedural_image(s, EVAL_FULLRES_PROCEDURAL_SIZE) for s in EVAL_PROCEDURAL_SEEDS
-    ]
+    """The full-resolution held-out set, every slot (`fullres_evaluation_image`)."""
+    return [fullres_evaluation_image(i) for i in range(len(EVAL_FULLRES_PHOTOS) + len(EVAL_PROCEDURAL_SEEDS))]
 
 
 def procedural_image(seed: int, size: int = 256) -> NamedImage:
@@ -137,9 +143,16 @@ def calibration_images(size: int) -> list[NamedImage]:
     return [NamedImage(i.name, fit_square(i.pixels, size)) for i in images]
 
 
+def evaluation_image(slot: int, size: int) -> NamedImage:
+    """Slot `slot` of the processing-size held-out set (the bundled photos, then the procedural seeds), fitted to
+    `size` x `size`; the same slot of `fullres_evaluation_image` is the same content at full size."""
+    n = len(EVAL_BUNDLED)
+    image = bundled_image(EVAL_BUNDLED[slot]) if slot < n else procedural_image(EVAL_PROCEDURAL_SEEDS[slot - n], size)
+    return NamedImage(image.name, fit_square(image.pixels, size))
+
+
 def evaluation_images(size: int) -> list[NamedImage]:
-    images = [bundled_image(n) for n in EVAL_BUNDLED] + [procedural_image(s, size) for s in EVAL_PROCEDURAL_SEEDS]
-    return [NamedImage(i.name, fit_square(i.pixels, size)) for i in images]
+    return [evaluation_image(i, size) for i in range(len(EVAL_BUNDLED) + len(EVAL_PROCEDURAL_SEEDS))]
 
 
 def load_image_file(path: Path) -> NamedImage:

@@ -22,16 +22,13 @@ import numpy as np
 from ..errors import InvalidImage
 from ..images import (
     EVAL_BUNDLED,
-    EVAL_FULLRES_PHOTOS,
-    EVAL_FULLRES_PROCEDURAL_SIZE,
     EVAL_PROCEDURAL_SEEDS,
     IMAGE_SUFFIXES,
     NamedImage,
-    bundled_image,
+    evaluation_image,
     fit_square,
-    fullres_photo,
+    fullres_evaluation_image,
     load_image_file,
-    procedural_image,
     random_messages,
 )
 
@@ -75,19 +72,7 @@ class ImageSource:
         if self.folder:
             image = load_image_file(self.paths[slot])
             return NamedImage(image.name, fit_square(image.pixels, size)), image if fullres else None
-        n = len(EVAL_BUNDLED)
-        small = (
-            bundled_image(EVAL_BUNDLED[slot]) if slot < n else procedural_image(EVAL_PROCEDURAL_SEEDS[slot - n], size)
-        )
-        big = None
-        if fullres:
-            photos = len(EVAL_FULLRES_PHOTOS)
-            big = (
-                fullres_photo(EVAL_FULLRES_PHOTOS[slot])
-                if slot < photos
-                else procedural_image(EVAL_PROCEDURAL_SEEDS[slot - photos], EVAL_FULLRES_PROCEDURAL_SIZE)
-            )
-        return NamedImage(small.name, fit_square(small.pixels, size)), big
+        return evaluation_image(slot, size), fullres_evaluation_image(slot) if fullres else None
 
 
 @dataclasses.dataclass(frozen=True)
