@@ -32,3 +32,27 @@ def test_convert_keeps_third_party_noise_off_the_terminal(tmp_path):
     assert any("detector_128_int8.tflite" in line for line in _lines(proc.stdout)), "our result lines are shown"
     log = (tmp_path / "compact" / "logs" / "convert.log").read_text()
     assert NOISE.search(log), "the third-party output was produced, and kept in the log"
+
+
+def test_embed_and_detect_show_only_our_lines(compact_artifacts, tmp_path):
+    """The shipped runtime: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process
+    when the first interpreter is built, so each command runs in a fresh process here."""
+    from PIL import Image
+
+    from videoseal_tflite.images import bundled_image
+    from videoseal_tflite.runtime import to_uint8
+
+    photo, marked = tmp_path / "photo.png", tmp_path / "marked.png"
+    Image.fromarray(to_uint8(bundled_image("coffee").pixels)).save(photo)
+    models = ["--artifacts", str(compact_artifacts.out_dir.parent), "--card", "compact"]
+    cli = [sys.executable, "-m", "videoseal_tflite.cli"]
+    message = "0110100111010010"
+    for argv, ours in (
+        (["embed", photo, marked, "--message", message], "wrote "),
+        (["detect", marked, "--message", message], "matching bits: "),
+    ):
+        proc = subprocess.run([*cli, *map(str, argv), *models], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        terminal = _lines(proc.stdout) + _lines(proc.stderr)
+        assert [line for line in terminal if NOISE.search(line)] == [], argv[0]
+        assert any(line.startswith(ours) for line in _lines(proc.stdout)), f"{argv[0]}: our result line is shown"

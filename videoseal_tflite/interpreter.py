@@ -5,8 +5,12 @@ interpreter only, no torch, nothing from `validate/`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -24,6 +28,22 @@ def interpreter_class(runtime: str = "litert"):
 
         return tf.lite.Interpreter
     raise ValueError(f"unknown runtime '{runtime}' (expected one of {', '.join(RUNTIMES)})")
+
+
+@contextlib.contextmanager
+def native_info_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null while an interpreter is built: LiteRT's native code prints "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." there, and no flag or variable turns it off. The runtime's errors
+    still arrive, as the Python exception's text."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def to_input(value: np.ndarray, detail: dict, convert_io: bool) -> np.ndarray:
