@@ -146,6 +146,10 @@ def apply_attack(
     return x
 
 
+# the names `apply_attack` handles
+KNOWN_ATTACKS = ("identity", "jpeg", "resize", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
+
+
 def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
     """The configured attack mix (a name twice = drawn twice as often); unknown names are a usage error."""
     names = tuple(a.strip() for a in cfg.attacks.split(",") if a.strip())
@@ -156,9 +160,6 @@ def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
     return names
 
 
-KNOWN_ATTACKS = ("identity", "jpeg", "resize", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
-
-
 class FullResData:
     """Random square crops of side F from training photos (full size) and procedural images at 512 px.
 
@@ -166,7 +167,6 @@ class FullResData:
     once per (photo, F) so that a crop of F fits, and kept."""
 
     def __init__(self, pool: int, seed: int, device: str = "cpu") -> None:
-        self.device = device
         self.photos = [torch.from_numpy(bundled_image(n).pixels).to(device) for n in CALIB_BUNDLED]
         start = TRAIN_PROCEDURAL_SEEDS.start + 50_000 + 1000 * seed
         seeds = range(start, start + pool)

@@ -157,8 +157,7 @@ def _child_env() -> dict[str, str]:
 
 def load_check(path: Path, runtime: str = "litert", timeout_s: float = 600.0) -> LoadResult:
     """Run `load_in_process` in a child Python; a crash or hang becomes a LoadResult, never an exception."""
-    command = [sys.executable, "-m", "videoseal_tflite.validate.load_check", str(path), "--runtime", runtime]
-    return _child(command, runtime, timeout_s)
+    return load_check_many([path], runtime, timeout_s)[0]
 
 
 def run_isolated(
