@@ -4,7 +4,7 @@
 #      --time-budget, validated and checkpointed, the best weights of each lane written to $OUT/<lane>.pth;
 #   2. LiteRT's CompiledModel with the GPU accelerator against the CPU on the carried .tflite files (issue #16).
 # The machine has torch but not videoseal; the wheels travel in .whl (carry), the .tflite files in .gpucheck.
-# Usage there: bash scripts/gpu_session.sh SECONDS_OF_TRAINING
+# Usage there: bash scripts/gpu_session.sh SECONDS_OF_TRAINING [LANES_FILE]  (scripts/gpu_lanes/: one file per run)
 set -u
 BUDGET=${1:-420}
 OUT=${OUT:-/tmp/out}
@@ -17,15 +17,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, videoseal, timm; from videoseal_tflite.robust_training import finetune_robust; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'timm', timm.__version__)" || exit 1
 
-common=(--device cuda --batch 32 --threads 3 --steps 100000 --eval-every 250 --checkpoint-every 1000
+LANES=${2:-scripts/gpu_lanes/run5.sh}  # sets STEPS and `lanes` (name -> train_robust.py arguments)
+declare -A lanes
+# shellcheck source=/dev/null
+source "$LANES" || exit 1
+common=(--device cuda --batch 32 --threads 3 --steps "$STEPS" --eval-every 250 --checkpoint-every 1000
         --ramp-fraction 0.005 --target-psnr 38.5 --full-sizes 256 384 512 640 768 --time-budget "$BUDGET")
-robust=package:weights/compact_robust.pth
-declare -A lanes=(
-  [a_cont]="--init $robust --attacks identity,jpeg,resize,crop,crop,crop,h264,resize_jpeg,brightness,contrast,blur"
-  [b_hilr]="--init $robust --lr-embedder 3e-4 --lr-detector 6e-4 --attacks identity,jpeg,resize,crop,crop,crop,h264,resize_jpeg,brightness,contrast,blur"
-  [c_crop]="--init $robust --lr-embedder 2e-4 --lr-detector 5e-4 --min-crop-area 0.3 --attacks identity,jpeg,h264,crop,crop,crop,crop,resize_jpeg"
-  [d_compact]="--init package:weights/compact.pth --lr-embedder 2e-4 --lr-detector 4e-4 --attacks identity,jpeg,resize,crop,crop,crop,h264,resize_jpeg,brightness,contrast,blur"
-)
 for lane in "${!lanes[@]}"; do
   # shellcheck disable=SC2086
   python3 scripts/train_robust.py --workdir "runs/gpu/$lane" --out "$OUT/$lane.pth" "${common[@]}" ${lanes[$lane]} \

@@ -27,6 +27,9 @@ def main() -> None:
         if field.name == "full_sizes":
             parser.add_argument("--full-sizes", type=int, nargs="+", default=list(field.default))
             continue
+        if isinstance(field.default, bool):  # a switch: `--later-wins-ties`
+            parser.add_argument(f"--{field.name.replace('_', '-')}", action="store_true")
+            continue
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     args = parser.parse_args()
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RobustConfig)}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 NOISE = re.compile(
-    r"absl|Model name:|Quantization Ratio|Applying Transformations|oneDNN|XNNPACK|Overwrite operation|"
+    r"absl|Model name:|Quantization Ratio|Applying Transformations|oneDNN|XNNPACK delegate|Overwrite operation|"
     r"TensorFlow|tensorflow|^(INFO|WARNING|W0000|I0000|E0000)\b|Original model size"
 )
 
@@ -34,9 +34,9 @@ def test_convert_keeps_third_party_noise_off_the_terminal(tmp_path):
     assert NOISE.search(log), "the third-party output was produced, and kept in the log"
 
 
-def test_embed_and_detect_show_only_our_lines(compact_artifacts, tmp_path):
-    """The shipped runtime: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once per process
-    when the first interpreter is built, so each command runs in a fresh process here."""
+def test_embed_detect_and_inspect_show_only_our_lines(compact_artifacts, tmp_path):
+    """The shipped runtime and `inspect`: LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." once
+    per process when the first interpreter is built, so each command runs in a fresh process here."""
     from PIL import Image
 
     from videoseal_tflite.images import bundled_image
@@ -48,10 +48,11 @@ def test_embed_and_detect_show_only_our_lines(compact_artifacts, tmp_path):
     cli = [sys.executable, "-m", "videoseal_tflite.cli"]
     message = "0110100111010010"
     for argv, ours in (
-        (["embed", photo, marked, "--message", message], "wrote "),
-        (["detect", marked, "--message", message], "matching bits: "),
+        (["embed", photo, marked, "--message", message, *models], "wrote "),
+        (["detect", marked, "--message", message, *models], "matching bits: "),
+        (["inspect", compact_artifacts.out_dir / "detector_128_int8.tflite"], "XNNPACK: "),
     ):
-        proc = subprocess.run([*cli, *map(str, argv), *models], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([*cli, *map(str, argv)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         terminal = _lines(proc.stdout) + _lines(proc.stderr)
         assert [line for line in terminal if NOISE.search(line)] == [], argv[0]

@@ -43,7 +43,7 @@ def test_report_files_written(compact_report, compact_artifacts):
 
 def test_schema_complete_for_every_record(compact_report):
     assert TOP_KEYS <= set(compact_report)
-    assert compact_report["weights"] == "compact"
+    assert compact_report["weights"] == "bundled"
     assert compact_report["images"]["count"] >= 16
     for rec in compact_report["records"]:
         assert RECORD_KEYS <= set(rec), RECORD_KEYS - set(rec)

@@ -365,10 +365,9 @@ def test_roundtrip_720p_default_crf(models, clips, tmp_path):
 def test_default_card_survives_crf30_reencode(default_fp32, clips, tmp_path):
     """Issue #14's "done when" on `make convert`'s default card (compact_robust, trained with H.264 stand-ins in the
     loop, issue #13): the 720p pan over chelsea (451x300, upscaled 3.2x) marked at the CLI defaults (CRF 23, preset
-    medium, strength 1), re-encoded at CRF 30. Measured 0.875, 0.875, 0.6875: the mark is detected (39 of 48 bits,
-    p 7.6e-6) but the exact message does not come back on every clip, so #14 stays open; on the held-out
-    stereo_motorcycle pan it reads 0.94-1.0 (artifacts/bench/video_strength.md). The `compact` card's 128-px weights
-    read chance level here (0.50-0.67)."""
+    medium, strength 1), re-encoded at CRF 30. Measured 1.0, 1.0, 0.9375 (47 of 48 bits; the weights before run 5:
+    0.875, 0.875, 0.6875): the exact message comes back on two of the three clips, so #14 stays open. The `compact`
+    card's 128-px weights read chance level here (0.50-0.67)."""
     embedder, detector = Embedder(default_fp32["embedder"]), Detector(default_fp32["detector"])
     accuracies = []
     for text in MESSAGES:
@@ -376,7 +375,7 @@ def test_default_card_survives_crf30_reencode(default_fp32, clips, tmp_path):
         again = reencode(out.output, tmp_path / "hd_crf30.mp4", 30)
         accuracies.append(_read_accuracy(again, detector, text))
     print(f"\n720p crf 23 then crf 30, default card: {accuracies}")
-    assert np.mean(accuracies) >= 0.75 and pvalue(round(np.sum(accuracies) * 16), 48) <= 1e-4
+    assert min(accuracies) >= 0.875 and pvalue(round(np.sum(accuracies) * 16), 48) <= 1e-10
 
 
 def test_strength_buys_crf30_at_a_psnr_cost(compact_fp32, clips, tmp_path):

@@ -80,13 +80,14 @@ class SignatureModel:
         prepare: bool = True,
     ) -> None:
         cls = interpreter_class(runtime)
-        if content is not None:
-            self.interpreter = cls(model_content=content, num_threads=threads)
-        else:
-            self.interpreter = cls(model_path=str(path), num_threads=threads)
-        self.convert_io = convert_io
-        if prepare:
-            self.prepare()
+        with native_info_silenced():  # the terminal shows our results, not the runtime's INFO line
+            if content is not None:
+                self.interpreter = cls(model_content=content, num_threads=threads)
+            else:
+                self.interpreter = cls(model_path=str(path), num_threads=threads)
+            self.convert_io = convert_io
+            if prepare:
+                self.prepare()
 
     def prepare(self) -> None:
         """Allocate tensors (where a kernel rejects its operands: 'failed to prepare') and open the signature."""

@@ -8,14 +8,18 @@ processing size S):
   4. y   = round8(clamp(x_F + scaling_w * w_F))   8-bit rounding with a straight-through gradient
   5. y'  = attack(y)                 one of: identity, JPEG (videoseal's straight-through `JPEG`), resize,
                                      crop (then read as is), brightness, contrast, blur, an H.264 stand-in
-                                     (4:2:0 chroma subsampling + JPEG), or JPEG after a downscale
+                                     (4:2:0 chroma subsampling + JPEG; `h264_motion`: first the mark
+                                     dragged by motion as in a pan's P frame), or JPEG after a downscale
   6. logits = detector(resize(y', S))
 Loss: bit BCE + `lambda_psnr` * relu(target_psnr - PSNR(y, x)) per image, so the watermark may use the room
-up to the PSNR target but not past it. Attack strength ramps from mild to the configured strength over
-`ramp_fraction` of the run; the attack mix is data (`RobustConfig.attacks`, names from `KNOWN_ATTACKS`).
+up to the PSNR target but not past it (+ `lambda_margin` * relu(margin - signed logit) per bit, if set). Attack
+strength ramps from mild to the configured strength over `ramp_fraction` of the run; the attack mix is data
+(`RobustConfig.attacks`, names from `KNOWN_ATTACKS`). The learning rates stay constant or decay along a cosine
+over `steps` (`lr_schedule`).
 
-Model selection uses a validation set (procedural images of unseen seeds at 512 px plus full-size training
-photos), never the card's held-out images. Deterministic per seed and device; resumable from `last.pt`.
+Model selection (the best score; a tie goes to the later step with `later_wins_ties`) uses a validation set
+(procedural images of unseen seeds at 512 px plus full-size training photos), never the card's held-out images.
+Deterministic per seed and device; resumable from `last.pt`.
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ class RobustConfig:
     checkpoint_every: int = 50
     procedural_pool: int = 96
     attacks: str = "identity,jpeg,resize,crop,crop,h264,resize_jpeg,brightness,contrast,blur"  # drawn uniformly
+    lr_schedule: str = "constant"  # or "cosine": both learning rates decay to 0 over `steps`
+    lambda_margin: float = 0.0  # weight of a hinge that wants every bit's logit on the right side by `margin`
+    margin: float = 3.0
+    motion_reach: float = 0.015  # `h264_motion`: how far the mark is dragged, as a fraction of the side
+    motion_taps: int = 1  # `h264_motion`: >1 averages that many drags up to the reach (a long GOP's smear)
+    later_wins_ties: bool = False  # a validation score equal to the best replaces it (a saturated set: later = longer)
 
 
 _JPEG_POOL: dict[int, ThreadPoolExecutor] = {}
@@ -108,6 +118,13 @@ def chroma_420(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([y + 1.403 * v, y - 0.344 * u - 0.714 * v, y + 1.773 * u], 1).clamp(0, 1)
 
 
+def shift(x: torch.Tensor, fy: float, fx: float) -> torch.Tensor:
+    """`x` moved by (fy, fx) of its height and width, bilinear (sub-pixel), edges replicated."""
+    theta = torch.tensor([[1.0, 0.0, -2 * fx], [0.0, 1.0, -2 * fy]], device=x.device).expand(len(x), 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = max(3, int(2 * round(2 * sigma) + 1))
     t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
@@ -118,9 +135,15 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def apply_attack(
-    name: str, x: torch.Tensor, strength: float, rng: np.random.Generator, cfg: RobustConfig
+    name: str,
+    x: torch.Tensor,
+    strength: float,
+    rng: np.random.Generator,
+    cfg: RobustConfig,
+    original: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One named attack at `strength` in [0,1] (0 = none, 1 = the configured strongest)."""
+    """One named attack at `strength` in [0,1] (0 = none, 1 = the configured strongest) on the watermarked `x`
+    (`h264_motion` also needs the `original` it was made from)."""
     h, w = x.shape[-2:]
     quality = int(round(95 - strength * (95 - cfg.jpeg_min_quality) * rng.random()))
     if name == "jpeg":
@@ -143,11 +166,31 @@ def apply_attack(
         return _gaussian_blur(x, 0.3 + strength * 1.2 * rng.random())
     if name == "h264":  # stand-in: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
         return jpeg_ste(chroma_420(x), quality)
+    if name == "h264_motion" and original is not None:  # P frames of a pan: content predicted right, the mark
+        # dragged along with it (part of the residual that would restore it dropped), smeared over `motion_taps`
+        angle, reach = 2 * math.pi * rng.random(), strength * cfg.motion_reach * rng.random()
+        mark = x - original
+        taps = [(j + 1) / cfg.motion_taps * reach for j in range(cfg.motion_taps)]
+        dragged = sum(shift(mark, r * math.sin(angle), r * math.cos(angle)) for r in taps) / len(taps)
+        x = x + rng.uniform(0.5, 1.0) * (dragged - mark)
+        return jpeg_ste(chroma_420(x.clamp(0, 1)), quality)
     return x
 
 
 # the names `apply_attack` handles
-KNOWN_ATTACKS = ("identity", "jpeg", "resize", "crop", "h264", "resize_jpeg", "brightness", "contrast", "blur")
+KNOWN_ATTACKS = (
+    "identity", "jpeg", "resize", "crop", "h264", "h264_motion", "resize_jpeg", "brightness", "contrast", "blur",
+)  # fmt: skip
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(cfg: RobustConfig, step: int) -> float:
+    """The learning rates' multiplier at `step` (`cfg.lr_schedule`)."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, step / cfg.steps)))
+    return 1.0
 
 
 def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
@@ -157,6 +200,8 @@ def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
     if not names or unknown:
         raise SystemExit(f"--attacks: unknown attack(s) {', '.join(unknown) or '(none given)'}; known: "
                          f"{', '.join(KNOWN_ATTACKS)}")  # fmt: skip
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise SystemExit(f"--lr-schedule: {cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     return names
 
 
@@ -225,8 +270,12 @@ def validation_set() -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def validate_robust(model: torch.nn.Module, card: Card, images: list[np.ndarray], device: str) -> dict[str, float]:
-    """Bit accuracy per attack (fixed strengths: JPEG 50/80, resize 0.5, crop 50 % area, H.264 stand-in) and PSNR."""
+def validate_robust(
+    model: torch.nn.Module, card: Card, images: list[np.ndarray], device: str, with_crop: bool = True
+) -> dict[str, float]:
+    """Bit accuracy per attack (fixed strengths: JPEG 50/80, resize 0.5, crop 50 % area, H.264 stand-in) and PSNR.
+
+    `score` is their mean, the crop's only `with_crop` (a run that does not train for crops is not chosen on it)."""
     model.eval()
     rng = np.random.default_rng(0)
     sums: dict[str, list[float]] = {k: [] for k in ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "h264", "psnr")}
@@ -253,7 +302,8 @@ def validate_robust(model: torch.nn.Module, card: Card, images: list[np.ndarray]
         sums["psnr"].append(psnr_per_image(y, x).item())
     model.train()
     out = {k: float(np.mean(v)) for k, v in sums.items()}
-    out["score"] = float(np.mean([out[k] for k in ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "h264")]))
+    scored = ("clean", "jpeg80", "jpeg50", "resize0.5") + (("crop50",) if with_crop else ()) + ("h264",)
+    out["score"] = float(np.mean([out[k] for k in scored]))
     return out
 
 
@@ -305,10 +355,14 @@ def _step(model, card, cfg, data, rng, step, opts, attacks) -> dict[str, float]:
     y = embed_full(model, card, x, msgs)
     strength = min(1.0, step / max(1.0, cfg.ramp_fraction * cfg.steps))
     attack = attacks[int(rng.integers(len(attacks)))]
-    bits = detect_bits(model, card, apply_attack(attack, y, strength, rng, cfg))
+    bits = detect_bits(model, card, apply_attack(attack, y, strength, rng, cfg, original=x))
     psnr = psnr_per_image(y, x)
     loss = F.binary_cross_entropy_with_logits(bits, msgs) + cfg.lambda_psnr * F.relu(cfg.target_psnr - psnr).mean()
-    for opt in opts:
+    if cfg.lambda_margin:
+        loss = loss + cfg.lambda_margin * F.relu(cfg.margin - (2 * msgs - 1) * bits).mean()
+    for opt, base in zip(opts, (cfg.lr_embedder, cfg.lr_detector)):
+        for group in opt.param_groups:
+            group["lr"] = base * lr_factor(cfg, step)
         opt.zero_grad(set_to_none=True)
     loss.backward()
     for opt in opts:
@@ -363,7 +417,7 @@ def finetune_robust(
     if resume and last.is_file():
         step, best, history = _restore(last, cfg, model, opt_e, opt_d, rng)
     if step == 0:
-        history.append({"step": 0, **validate_robust(model, card, val, cfg.device)})
+        history.append({"step": 0, **validate_robust(model, card, val, cfg.device, "crop" in attacks)})
     bar = tqdm(total=cfg.steps, initial=step, desc="robust compact", disable=not progress, dynamic_ncols=True)
     start, end = time.perf_counter(), min(cfg.steps, stop_after or cfg.steps)
     while step < end:
@@ -375,10 +429,11 @@ def finetune_robust(
         if out_of_time:
             end = step
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-            metrics = {"step": step, **validate_robust(model, card, val, cfg.device)}
+            metrics = {"step": step, **validate_robust(model, card, val, cfg.device, "crop" in attacks)}
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-            if metrics["psnr"] >= 38.0 and metrics["score"] > best["score"]:
+            better = metrics["score"] > best["score"] or (cfg.later_wins_ties and metrics["score"] == best["score"])
+            if metrics["psnr"] >= 38.0 and better:
                 best = metrics
                 export_weights(model.cpu(), card, out, metrics, cfg)
                 model.to(cfg.device)

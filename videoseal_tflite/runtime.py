@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidImage, InvalidMessage, InvalidModelFile, VsTfliteError
-from .interpreter import SignatureModel, native_info_silenced
+from .interpreter import SignatureModel
 from .tflite_metadata import read_metadata
 
 MIN_SIDE = 32
@@ -164,8 +164,7 @@ class _Model:
         if not self.meta:
             raise InvalidModelFile(f"{path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
         try:
-            with native_info_silenced():  # the terminal shows our results, not the runtime's INFO line
-                self.model = SignatureModel(content=data, threads=threads, convert_io=True)
+            self.model = SignatureModel(content=data, threads=threads, convert_io=True)
         except (RuntimeError, ValueError) as exc:
             raise InvalidModelFile(f"{path} does not load: {' '.join(str(exc).split())[:300]}") from None
         self.path = path

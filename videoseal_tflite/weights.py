@@ -38,7 +38,7 @@ class WeightSource:
 class LoadedModel:
     """A ready `videoseal.models.Videoseal` in eval mode plus where its weights came from.
 
-    `weights` is one of `random-init`, `official`, `checkpoint`, `compact` (bundled), as in the report.
+    `weights` is one of `random-init`, `official`, `checkpoint`, `bundled` (inside the package), as in the report.
     `label` goes into file names and log lines: `random-init-seed0` for random weights, else empty.
     """
 
@@ -203,7 +203,7 @@ def load_model(card: Card, source: WeightSource = WeightSource()) -> LoadedModel
     if source.checkpoint is not None:
         path, kind = Path(source.checkpoint), "checkpoint"
     elif card.bundled:
-        path, kind = Path(__file__).parent / str(card.checkpoint_url)[len("package:") :], "compact"
+        path, kind = Path(__file__).parent / str(card.checkpoint_url)[len("package:") :], "bundled"
     else:
         path, kind = fetch_official_checkpoint(card), "official"
     load_checkpoint_into(model, card, path)
