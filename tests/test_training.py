@@ -35,7 +35,8 @@ def test_robust_finetuning_is_deterministic_and_resumes(tmp_path):
     from videoseal_tflite.robust_training import RobustConfig, finetune_robust
 
     tiny = RobustConfig(steps=4, batch=2, full_sizes=(160, 192), eval_every=4, checkpoint_every=100,
-                        procedural_pool=2, ramp_fraction=0.5, target_psnr=30.0)  # fmt: skip
+                        procedural_pool=2, ramp_fraction=0.5, target_psnr=30.0, lr_schedule="cosine",
+                        lambda_margin=0.1, attacks="h264_motion,jpeg,crop")  # fmt: skip
     last = {}
     for name, stop in (("a", None), ("b", 2)):
         finetune_robust(tiny, tmp_path / name, tmp_path / f"{name}.pth", resume=False, progress=False, stop_after=stop)
@@ -47,3 +48,20 @@ def test_robust_finetuning_is_deterministic_and_resumes(tmp_path):
         assert torch.equal(value, last["b"]["model"][key]), f"resume differs: {key}"
     history = last["a"]["history"]
     assert [h["step"] for h in history] == [0, 4] and 0.0 <= history[-1]["jpeg50"] <= 1.0 and history[-1]["psnr"] > 30
+
+
+def test_robust_schedule_and_motion_drag():
+    """The cosine schedule reaches 0 at `steps`; `shift` moves by a fraction of the side (what `h264_motion` drags
+    the mark by); an unknown schedule is one usage line."""
+    import pytest
+
+    from videoseal_tflite.robust_training import RobustConfig, attack_names, lr_factor, shift
+
+    cosine = RobustConfig(steps=100, lr_schedule="cosine")
+    assert [round(lr_factor(cosine, s), 6) for s in (0, 50, 100, 150)] == [1.0, 0.5, 0.0, 0.0]
+    assert lr_factor(RobustConfig(steps=100), 99) == 1.0
+    dot = torch.zeros(1, 1, 100, 200)
+    dot[..., 50, 100] = 1
+    assert torch.nonzero(shift(dot, 0.02, 0.05)[0, 0] > 0.5).tolist() == [[52, 110]]
+    with pytest.raises(SystemExit, match="--lr-schedule: 'linear' is not one of constant, cosine"):
+        attack_names(RobustConfig(lr_schedule="linear"))
