@@ -4,9 +4,10 @@
 STEPS=1700
 init=(--init package:weights/compact_robust.pth --lr-schedule cosine --later-wins-ties)
 motion=identity,identity,jpeg,resize,h264,h264_motion,h264_motion,resize_jpeg,brightness,contrast,blur
+heavy=identity,jpeg,h264,h264_motion,h264_motion,h264_motion,resize_jpeg,blur
 lanes=(
   [e_motion]="${init[*]} --attacks $motion"
   [f_motion_margin]="${init[*]} --lambda-margin 0.1 --margin 3 --attacks $motion"
   [g_motion_seed2]="${init[*]} --seed 2 --attacks $motion"
-  [h_motion_heavy]="${init[*]} --lr-embedder 5e-5 --lr-detector 1e-4 --attacks identity,jpeg,h264,h264_motion,h264_motion,h264_motion,resize_jpeg,blur"
+  [h_motion_heavy]="${init[*]} --lr-embedder 5e-5 --lr-detector 1e-4 --attacks $heavy"
 )
