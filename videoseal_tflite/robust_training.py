@@ -134,6 +134,56 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).repeat(3, 1, 1, 1), groups=3)
 
 
+def _resize(x, strength, rng, cfg, quality, original, jpeg: bool = False):
+    h, w = x.shape[-2:]
+    scale = 1 - strength * (1 - cfg.min_scale) * rng.random()
+    small = interpolate(x, (max(16, int(h * scale)), max(16, int(w * scale))))
+    return jpeg_ste(small, quality) if jpeg else small
+
+
+def _crop(x, strength, rng, cfg, quality, original):
+    h, w = x.shape[-2:]
+    area = 1 - strength * (1 - cfg.min_crop_area) * rng.random()
+    ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return x[..., top : top + ch, left : left + cw]
+
+
+def _contrast(x, strength, rng, cfg, quality, original):
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * (1 + strength * rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
+
+
+def _h264_motion(x, strength, rng, cfg, quality, original):
+    """P frames of a pan: the content predicted right, the mark dragged along with it (part of the residual that
+    would restore it dropped), smeared over `motion_taps`; then the H.264 stand-in."""
+    if original is None:
+        raise ValueError("h264_motion needs the original image the watermarked one was made from")
+    angle, reach = 2 * math.pi * rng.random(), strength * cfg.motion_reach * rng.random()
+    mark = x - original
+    taps = [(j + 1) / cfg.motion_taps * reach for j in range(cfg.motion_taps)]
+    dragged = sum(shift(mark, r * math.sin(angle), r * math.cos(angle)) for r in taps) / len(taps)
+    x = x + rng.uniform(0.5, 1.0) * (dragged - mark)
+    return jpeg_ste(chroma_420(x.clamp(0, 1)), quality)
+
+
+# name -> attack(x, strength, rng, cfg, quality, original); the one list of what `RobustConfig.attacks` may name
+TRAINING_ATTACKS = {
+    "identity": lambda x, *_: x,
+    "jpeg": lambda x, strength, rng, cfg, quality, original: jpeg_ste(x, quality),
+    "resize": _resize,
+    "crop": _crop,
+    # stand-in for H.264: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
+    "h264": lambda x, strength, rng, cfg, quality, original: jpeg_ste(chroma_420(x), quality),
+    "h264_motion": _h264_motion,
+    "resize_jpeg": lambda *args: _resize(*args, jpeg=True),
+    "brightness": lambda x, strength, rng, *_: (x * (1 + strength * rng.uniform(-0.3, 0.4))).clamp(0, 1),
+    "contrast": _contrast,
+    "blur": lambda x, strength, rng, *_: _gaussian_blur(x, 0.3 + strength * 1.2 * rng.random()),
+}
+KNOWN_ATTACKS = tuple(TRAINING_ATTACKS)
+
+
 def apply_attack(
     name: str,
     x: torch.Tensor,
@@ -142,45 +192,11 @@ def apply_attack(
     cfg: RobustConfig,
     original: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One named attack at `strength` in [0,1] (0 = none, 1 = the configured strongest) on the watermarked `x`
-    (`h264_motion` also needs the `original` it was made from)."""
-    h, w = x.shape[-2:]
+    """One named attack (`TRAINING_ATTACKS`) at `strength` in [0,1] (0 = none, 1 = the configured strongest) on the
+    watermarked `x` (`h264_motion` also needs the `original` it was made from). The JPEG quality is drawn first
+    for every attack, so that the random stream does not depend on which attack runs."""
     quality = int(round(95 - strength * (95 - cfg.jpeg_min_quality) * rng.random()))
-    if name == "jpeg":
-        return jpeg_ste(x, quality)
-    if name in ("resize", "resize_jpeg"):
-        scale = 1 - strength * (1 - cfg.min_scale) * rng.random()
-        small = interpolate(x, (max(16, int(h * scale)), max(16, int(w * scale))))
-        return jpeg_ste(small, quality) if name == "resize_jpeg" else small
-    if name == "crop":
-        area = 1 - strength * (1 - cfg.min_crop_area) * rng.random()
-        ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
-        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return x[..., top : top + ch, left : left + cw]
-    if name == "brightness":
-        return (x * (1 + strength * rng.uniform(-0.3, 0.4))).clamp(0, 1)
-    if name == "contrast":
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return ((x - mean) * (1 + strength * rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
-    if name == "blur":
-        return _gaussian_blur(x, 0.3 + strength * 1.2 * rng.random())
-    if name == "h264":  # stand-in: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
-        return jpeg_ste(chroma_420(x), quality)
-    if name == "h264_motion" and original is not None:  # P frames of a pan: content predicted right, the mark
-        # dragged along with it (part of the residual that would restore it dropped), smeared over `motion_taps`
-        angle, reach = 2 * math.pi * rng.random(), strength * cfg.motion_reach * rng.random()
-        mark = x - original
-        taps = [(j + 1) / cfg.motion_taps * reach for j in range(cfg.motion_taps)]
-        dragged = sum(shift(mark, r * math.sin(angle), r * math.cos(angle)) for r in taps) / len(taps)
-        x = x + rng.uniform(0.5, 1.0) * (dragged - mark)
-        return jpeg_ste(chroma_420(x.clamp(0, 1)), quality)
-    return x
-
-
-# the names `apply_attack` handles
-KNOWN_ATTACKS = (
-    "identity", "jpeg", "resize", "crop", "h264", "h264_motion", "resize_jpeg", "brightness", "contrast", "blur",
-)  # fmt: skip
+    return TRAINING_ATTACKS[name](x, strength, rng, cfg, quality, original)
 
 
 LR_SCHEDULES = ("constant", "cosine")
