@@ -640,3 +640,17 @@ def test_ctrl_c_mid_clip_leaves_nothing(compact_fp32, clips, tmp_path, capsys, m
     )
     assert code == 130 and len(calls) == 6 and len(err) == 1, err
     assert _no_output(tmp_path, "out.mp4") and list(tmp_path.iterdir()) == []
+
+
+def test_generated_clip_with_audio(tmp_path):
+    """`clips.write_clip(audio=True)` (scripts/video_user_flow.py's source clips): an AAC track as long as the video."""
+    from videoseal_tflite.clips import write_clip
+
+    frames = [np.full((64, 96, 3), 10 * i, np.uint8) for i in range(12)]
+    with av.open(str(write_clip(tmp_path / "a.mp4", frames, fps=24, audio=True))) as clip:
+        assert [s.codec_context.name for s in clip.streams] == ["h264", "aac"]
+        audio = clip.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(0.5, abs=0.03)
+        assert sum(1 for _ in clip.decode(video=0)) == 12
+    with av.open(str(write_clip(tmp_path / "b.mp4", frames))) as clip:
+        assert [s.type for s in clip.streams] == ["video"]

@@ -27,17 +27,28 @@ def pan_frames(photo: np.ndarray, width: int, height: int, count: int) -> list[n
             for x in np.linspace(0, big.shape[1] - width, count).astype(int)]  # fmt: skip
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24, crf: int = 10) -> Path:
-    """H.264 yuv420p clip of `frames` (even sizes), written atomically."""
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24, crf: int = 10, audio: bool = False) -> Path:
+    """H.264 yuv420p clip of `frames` (even sizes), written atomically; `audio` adds an AAC track (a 440 Hz sine,
+    stereo, 48 kHz) as long as the video."""
     import av
 
     height, width = frames[0].shape[:2]
     with atomic_path(Path(path)) as tmp, av.open(str(tmp), "w", format="mp4") as out:
         video = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        sound = out.add_stream("aac", rate=48000, layout="stereo") if audio else None
         for pixels in frames:
             out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         out.mux(video.encode(None))
+        if sound is not None:
+            total = 48000 * len(frames) // fps
+            for start in range(0, total, 1024):
+                t = np.arange(start, min(start + 1024, total)) / 48000
+                tone = np.repeat((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], 2, axis=0)
+                chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="stereo")
+                chunk.sample_rate, chunk.pts = 48000, start
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode(None))
     return Path(path)
 
 
