@@ -33,6 +33,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -134,14 +135,29 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).repeat(3, 1, 1, 1), groups=3)
 
 
-def _resize(x, strength, rng, cfg, quality, original, jpeg: bool = False):
+def _resize(
+    x: torch.Tensor,
+    strength: float,
+    rng: np.random.Generator,
+    cfg: RobustConfig,
+    quality: int,
+    original: torch.Tensor | None,
+    jpeg: bool = False,
+) -> torch.Tensor:
     h, w = x.shape[-2:]
     scale = 1 - strength * (1 - cfg.min_scale) * rng.random()
     small = interpolate(x, (max(16, int(h * scale)), max(16, int(w * scale))))
     return jpeg_ste(small, quality) if jpeg else small
 
 
-def _crop(x, strength, rng, cfg, quality, original):
+def _crop(
+    x: torch.Tensor,
+    strength: float,
+    rng: np.random.Generator,
+    cfg: RobustConfig,
+    quality: int,
+    original: torch.Tensor | None,
+) -> torch.Tensor:
     h, w = x.shape[-2:]
     area = 1 - strength * (1 - cfg.min_crop_area) * rng.random()
     ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
@@ -149,12 +165,26 @@ def _crop(x, strength, rng, cfg, quality, original):
     return x[..., top : top + ch, left : left + cw]
 
 
-def _contrast(x, strength, rng, cfg, quality, original):
+def _contrast(
+    x: torch.Tensor,
+    strength: float,
+    rng: np.random.Generator,
+    cfg: RobustConfig,
+    quality: int,
+    original: torch.Tensor | None,
+) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * (1 + strength * rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
 
 
-def _h264_motion(x, strength, rng, cfg, quality, original):
+def _h264_motion(
+    x: torch.Tensor,
+    strength: float,
+    rng: np.random.Generator,
+    cfg: RobustConfig,
+    quality: int,
+    original: torch.Tensor | None,
+) -> torch.Tensor:
     """P frames of a pan: the content predicted right, the mark dragged along with it (part of the residual that
     would restore it dropped), smeared over `motion_taps`; then the H.264 stand-in."""
     if original is None:
@@ -167,8 +197,10 @@ def _h264_motion(x, strength, rng, cfg, quality, original):
     return jpeg_ste(chroma_420(x.clamp(0, 1)), quality)
 
 
-# name -> attack(x, strength, rng, cfg, quality, original); the one list of what `RobustConfig.attacks` may name
-TRAINING_ATTACKS = {
+# attack(x, strength, rng, cfg, quality, original) -> attacked x
+Attack = Callable[[torch.Tensor, float, np.random.Generator, RobustConfig, int, "torch.Tensor | None"], torch.Tensor]
+# name -> attack: the one list of what `RobustConfig.attacks` may name
+TRAINING_ATTACKS: dict[str, Attack] = {
     "identity": lambda x, *_: x,
     "jpeg": lambda x, strength, rng, cfg, quality, original: jpeg_ste(x, quality),
     "resize": _resize,
