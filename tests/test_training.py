@@ -46,6 +46,8 @@ def test_robust_finetuning_is_deterministic_and_resumes(tmp_path):
     assert last["a"]["step"] == last["b"]["step"] == 4
     for key, value in last["a"]["model"].items():
         assert torch.equal(value, last["b"]["model"][key]), f"resume differs: {key}"
+    exported = torch.load(tmp_path / "a.pth", map_location="cpu", weights_only=False)["training"]
+    assert set(exported) == {"config", "validation"} and exported["validation"]["step"] == 4
     history = last["a"]["history"]
     assert [h["step"] for h in history] == [0, 4] and 0.0 <= history[-1]["jpeg50"] <= 1.0 and history[-1]["psnr"] > 30
 

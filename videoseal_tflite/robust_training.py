@@ -483,7 +483,7 @@ def finetune_robust(
             better = metrics["score"] > best["score"] or (cfg.later_wins_ties and metrics["score"] == best["score"])
             if metrics["psnr"] >= 38.0 and better:
                 best = metrics
-                export_weights(model.cpu(), card, out, metrics, cfg)
+                export_weights(model.cpu(), card, out, metrics, cfg, measured_on="validation")
                 model.to(cfg.device)
         if step % cfg.checkpoint_every == 0 or step == end:
             _save(last, cfg, model, opt_e, opt_d, rng, step, best, history)

@@ -18,6 +18,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from .images import (
     random_messages,
 )
 from .weights import build_architecture
+
+if TYPE_CHECKING:
+    from .robust_training import RobustConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,13 +150,21 @@ def set_rng_state(rng: np.random.Generator, state: dict) -> None:
     random.setstate(state["python"])
 
 
-def export_weights(model: torch.nn.Module, card: Card, target: Path, metrics: dict, cfg: TrainConfig) -> None:
-    """Official checkpoint layout: {'model': state_dict, 'args': {...}}; embedder and detector only."""
+def export_weights(
+    model: torch.nn.Module,
+    card: Card,
+    target: Path,
+    metrics: dict,
+    cfg: TrainConfig | RobustConfig,
+    measured_on: str = "heldout",
+) -> None:
+    """Official checkpoint layout: {'model': state_dict, 'args': {...}}; embedder and detector only. `metrics` go
+    under `training[measured_on]`: the set they were measured on (`heldout`, or `validation` for robust runs)."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(("embedder.", "detector."))}
     payload = {
         "model": state,
         "args": {"nbits": card.nbits, "card": card.name, "img_size": card.img_size},
-        "training": {"config": dataclasses.asdict(cfg), "heldout": metrics},
+        "training": {"config": dataclasses.asdict(cfg), measured_on: metrics},
     }
     with atomic_path(target) as tmp:
         torch.save(payload, tmp)
