@@ -135,83 +135,64 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1).repeat(3, 1, 1, 1), groups=3)
 
 
-def _resize(
-    x: torch.Tensor,
-    strength: float,
-    rng: np.random.Generator,
-    cfg: RobustConfig,
-    quality: int,
-    original: torch.Tensor | None,
-    jpeg: bool = False,
-) -> torch.Tensor:
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """What one attack may use besides the image: its strength, the run's random stream and configuration, the JPEG
+    quality drawn for this step, and the unmarked original (for `h264_motion`)."""
+
+    strength: float
+    rng: np.random.Generator
+    cfg: RobustConfig
+    quality: int
+    original: torch.Tensor | None
+
+
+def _resize(x: torch.Tensor, d: Draw, jpeg: bool = False) -> torch.Tensor:
     h, w = x.shape[-2:]
-    scale = 1 - strength * (1 - cfg.min_scale) * rng.random()
+    scale = 1 - d.strength * (1 - d.cfg.min_scale) * d.rng.random()
     small = interpolate(x, (max(16, int(h * scale)), max(16, int(w * scale))))
-    return jpeg_ste(small, quality) if jpeg else small
+    return jpeg_ste(small, d.quality) if jpeg else small
 
 
-def _crop(
-    x: torch.Tensor,
-    strength: float,
-    rng: np.random.Generator,
-    cfg: RobustConfig,
-    quality: int,
-    original: torch.Tensor | None,
-) -> torch.Tensor:
+def _crop(x: torch.Tensor, d: Draw) -> torch.Tensor:
     h, w = x.shape[-2:]
-    area = 1 - strength * (1 - cfg.min_crop_area) * rng.random()
+    area = 1 - d.strength * (1 - d.cfg.min_crop_area) * d.rng.random()
     ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    top, left = int(d.rng.integers(0, h - ch + 1)), int(d.rng.integers(0, w - cw + 1))
     return x[..., top : top + ch, left : left + cw]
 
 
-def _contrast(
-    x: torch.Tensor,
-    strength: float,
-    rng: np.random.Generator,
-    cfg: RobustConfig,
-    quality: int,
-    original: torch.Tensor | None,
-) -> torch.Tensor:
+def _contrast(x: torch.Tensor, d: Draw) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * (1 + strength * rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
+    return ((x - mean) * (1 + d.strength * d.rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
 
 
-def _h264_motion(
-    x: torch.Tensor,
-    strength: float,
-    rng: np.random.Generator,
-    cfg: RobustConfig,
-    quality: int,
-    original: torch.Tensor | None,
-) -> torch.Tensor:
+def _h264_motion(x: torch.Tensor, d: Draw) -> torch.Tensor:
     """P frames of a pan: the content predicted right, the mark dragged along with it (part of the residual that
     would restore it dropped), smeared over `motion_taps`; then the H.264 stand-in."""
-    if original is None:
+    if d.original is None:
         raise ValueError("h264_motion needs the original image the watermarked one was made from")
-    angle, reach = 2 * math.pi * rng.random(), strength * cfg.motion_reach * rng.random()
-    mark = x - original
-    taps = [(j + 1) / cfg.motion_taps * reach for j in range(cfg.motion_taps)]
+    angle, reach = 2 * math.pi * d.rng.random(), d.strength * d.cfg.motion_reach * d.rng.random()
+    mark = x - d.original
+    taps = [(j + 1) / d.cfg.motion_taps * reach for j in range(d.cfg.motion_taps)]
     dragged = sum(shift(mark, r * math.sin(angle), r * math.cos(angle)) for r in taps) / len(taps)
-    x = x + rng.uniform(0.5, 1.0) * (dragged - mark)
-    return jpeg_ste(chroma_420(x.clamp(0, 1)), quality)
+    x = x + d.rng.uniform(0.5, 1.0) * (dragged - mark)
+    return jpeg_ste(chroma_420(x.clamp(0, 1)), d.quality)
 
 
-# attack(x, strength, rng, cfg, quality, original) -> attacked x
-Attack = Callable[[torch.Tensor, float, np.random.Generator, RobustConfig, int, "torch.Tensor | None"], torch.Tensor]
-# name -> attack: the one list of what `RobustConfig.attacks` may name
-TRAINING_ATTACKS: dict[str, Attack] = {
-    "identity": lambda x, *_: x,
-    "jpeg": lambda x, strength, rng, cfg, quality, original: jpeg_ste(x, quality),
+# name -> attack(x, draw) -> attacked x: the one list of what `RobustConfig.attacks` may name
+TRAINING_ATTACKS: dict[str, Callable[[torch.Tensor, Draw], torch.Tensor]] = {
+    "identity": lambda x, d: x,
+    "jpeg": lambda x, d: jpeg_ste(x, d.quality),
     "resize": _resize,
     "crop": _crop,
     # stand-in for H.264: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
-    "h264": lambda x, strength, rng, cfg, quality, original: jpeg_ste(chroma_420(x), quality),
+    "h264": lambda x, d: jpeg_ste(chroma_420(x), d.quality),
     "h264_motion": _h264_motion,
-    "resize_jpeg": lambda *args: _resize(*args, jpeg=True),
-    "brightness": lambda x, strength, rng, *_: (x * (1 + strength * rng.uniform(-0.3, 0.4))).clamp(0, 1),
+    "resize_jpeg": lambda x, d: _resize(x, d, jpeg=True),
+    "brightness": lambda x, d: (x * (1 + d.strength * d.rng.uniform(-0.3, 0.4))).clamp(0, 1),
     "contrast": _contrast,
-    "blur": lambda x, strength, rng, *_: _gaussian_blur(x, 0.3 + strength * 1.2 * rng.random()),
+    "blur": lambda x, d: _gaussian_blur(x, 0.3 + d.strength * 1.2 * d.rng.random()),
 }
 KNOWN_ATTACKS = tuple(TRAINING_ATTACKS)
 
@@ -228,7 +209,7 @@ def apply_attack(
     watermarked `x` (`h264_motion` also needs the `original` it was made from). The JPEG quality is drawn first
     for every attack, so that the random stream does not depend on which attack runs."""
     quality = int(round(95 - strength * (95 - cfg.jpeg_min_quality) * rng.random()))
-    return TRAINING_ATTACKS[name](x, strength, rng, cfg, quality, original)
+    return TRAINING_ATTACKS[name](x, Draw(strength, rng, cfg, quality, original))
 
 
 LR_SCHEDULES = ("constant", "cosine")
