@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.cli import DEFAULT_CARD
-from videoseal_tflite.clips import pan_frames, reencode_clip, write_clip
-from videoseal_tflite.images import bundled_image, fullres_photo, random_messages
+from videoseal_tflite.clips import pan_frames, write_clip
+from videoseal_tflite.images import bundled_image, fullres_photo
+from videoseal_tflite.robustness import reads_after_reencode
 from videoseal_tflite.runtime import Detector, Embedder, to_uint8
-from videoseal_tflite.video import detect_video, embed_video
 
 PHOTOS = {
     "train": [bundled_image(n) for n in ("hubble_deep_field", "retina", "clock", "brick")],
@@ -35,12 +35,7 @@ PHOTOS = {
 def reads(embedder: Embedder, detector: Detector, photo: np.ndarray, frames: int, tmp: Path) -> list[float]:
     """Bit accuracy after CRF 30 of a pan over `photo` (3xHxW float) in `frames` frames, one per message."""
     clip = write_clip(tmp / "source.mp4", pan_frames(to_uint8(photo), 1280, 720, frames))
-    accuracies = []
-    for message in random_messages(3, embedder.nbits, 5):
-        marked = embed_video(clip, tmp / "marked.mp4", embedder, message, progress=False).output
-        again = reencode_clip(marked, tmp / "crf30.mp4", 30)
-        accuracies.append(detect_video(again, detector).bit_accuracy(message))
-    return accuracies
+    return reads_after_reencode(embedder, detector, clip, tmp)[0]
 
 
 def main() -> None:

@@ -15,25 +15,17 @@ import json
 import tempfile
 from pathlib import Path
 
-import av
 import numpy as np
 
 from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.atomic import write_text_atomic
-from videoseal_tflite.clips import pan_frames, reencode_clip, write_clip
-from videoseal_tflite.images import fullres_photo, random_messages
+from videoseal_tflite.clips import pan_frames, write_clip
+from videoseal_tflite.images import fullres_photo
+from videoseal_tflite.robustness import reads_after_reencode
 from videoseal_tflite.runtime import Detector, Embedder, to_uint8
-from videoseal_tflite.video import detect_video, embed_video
 
 STRENGTHS = (1.0, 1.5, 2.0, 3.0)
 SIZES = ((1280, 720), (640, 360))
-
-
-def clip_psnr(a: Path, b: Path) -> float:
-    with av.open(str(a)) as ca, av.open(str(b)) as cb:
-        pairs = zip(ca.decode(video=0), cb.decode(video=0))
-        mse = [np.mean((x.to_ndarray(format="rgb24") / 1.0 - y.to_ndarray(format="rgb24")) ** 2) for x, y in pairs]
-    return float(10 * np.log10(255**2 / np.mean(mse)))
 
 
 def fp32_files(card_dir: Path) -> dict[str, Path]:
@@ -43,12 +35,7 @@ def fp32_files(card_dir: Path) -> dict[str, Path]:
 def measure(card_dir: Path, clip: Path, strength: float, tmp: Path) -> dict:
     files = fp32_files(card_dir)
     embedder, detector = Embedder(files["embedder"], strength=strength), Detector(files["detector"])
-    accuracies, psnrs = [], []
-    for message in random_messages(3, embedder.nbits, 5):
-        out = embed_video(clip, tmp / "marked.mp4", embedder, message, 4, crf=23, preset="medium", progress=False)
-        psnrs.append(clip_psnr(clip, out.output))
-        again = reencode_clip(out.output, tmp / "crf30.mp4", 30)
-        accuracies.append(float((detect_video(again, detector).bits == message.astype(bool)).mean()))
+    accuracies, psnrs = reads_after_reencode(embedder, detector, clip, tmp)
     return {"bit_accuracy_after_crf30": accuracies, "psnr_db_marked_vs_source": float(np.mean(psnrs))}
 
 

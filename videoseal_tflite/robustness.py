@@ -165,3 +165,31 @@ def evaluate_video(embedder: Embedder, detector: Detector, clip: Path, step_size
                 hits[name] = hits.get(name, 0) + int((bits == message.astype(bool)).sum())
     n = messages * embedder.nbits
     return {name: {"bit_accuracy": k / n, "pvalue": pvalue(k, n), "bits": n} for name, k in hits.items()}
+
+
+def clip_psnr(a: Path, b: Path) -> float:
+    """PSNR (dB) of clip `b` against clip `a` over their common frames, 8-bit RGB."""
+    import av
+
+    with av.open(str(a)) as ca, av.open(str(b)) as cb:
+        pairs = zip(ca.decode(video=0), cb.decode(video=0))
+        mse = [np.mean((x.to_ndarray(format="rgb24") / 1.0 - y.to_ndarray(format="rgb24")) ** 2) for x, y in pairs]
+    return float(10 * np.log10(255**2 / np.mean(mse)))
+
+
+def reads_after_reencode(
+    embedder: Embedder, detector: Detector, clip: Path, folder: Path, crf: int = 30, messages: int = 3
+) -> tuple[list[float], list[float]]:
+    """Mark `clip` with `video.embed_video` at the CLI defaults (step 4, CRF 23, preset medium) with `messages`
+    messages (seed 5), re-encode each marked file at `crf` (`clips.reencode_clip`), read it with
+    `video.detect_video` (avg): the bit accuracy per message, and the PSNR of each marked file against `clip`."""
+    from .clips import reencode_clip
+    from .video import detect_video, embed_video
+
+    accuracies, psnrs = [], []
+    for message in random_messages(messages, embedder.nbits, 5):
+        marked = embed_video(clip, folder / "marked.mp4", embedder, message, crf=23, preset="medium", progress=False)
+        psnrs.append(clip_psnr(clip, marked.output))
+        again = reencode_clip(marked.output, folder / "reencoded.mp4", crf)
+        accuracies.append(detect_video(again, detector).bit_accuracy(message))
+    return accuracies, psnrs
