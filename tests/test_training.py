@@ -57,7 +57,7 @@ def test_robust_schedule_and_motion_drag():
     the mark by); an unknown schedule is one usage line."""
     import pytest
 
-    from videoseal_tflite.robust_training import RobustConfig, attack_names, lr_factor, shift
+    from videoseal_tflite.robust_training import RobustConfig, check_schedule, lr_factor, shift
 
     cosine = RobustConfig(steps=100, lr_schedule="cosine")
     assert [round(lr_factor(cosine, s), 6) for s in (0, 50, 100, 150)] == [1.0, 0.5, 0.0, 0.0]
@@ -66,4 +66,4 @@ def test_robust_schedule_and_motion_drag():
     dot[..., 50, 100] = 1
     assert torch.nonzero(shift(dot, 0.02, 0.05)[0, 0] > 0.5).tolist() == [[52, 110]]
     with pytest.raises(SystemExit, match="--lr-schedule: 'linear' is not one of constant, cosine"):
-        attack_names(RobustConfig(lr_schedule="linear"))
+        check_schedule(RobustConfig(lr_schedule="linear"))

@@ -229,9 +229,13 @@ def attack_names(cfg: RobustConfig) -> tuple[str, ...]:
     if not names or unknown:
         raise SystemExit(f"--attacks: unknown attack(s) {', '.join(unknown) or '(none given)'}; known: "
                          f"{', '.join(KNOWN_ATTACKS)}")  # fmt: skip
+    return names
+
+
+def check_schedule(cfg: RobustConfig) -> None:
+    """An unknown `lr_schedule` is a usage error."""
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise SystemExit(f"--lr-schedule: {cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
-    return names
 
 
 class FullResData:
@@ -389,9 +393,10 @@ def _step(model, card, cfg, data, rng, step, opts, attacks) -> dict[str, float]:
     loss = F.binary_cross_entropy_with_logits(bits, msgs) + cfg.lambda_psnr * F.relu(cfg.target_psnr - psnr).mean()
     if cfg.lambda_margin:
         loss = loss + cfg.lambda_margin * F.relu(cfg.margin - (2 * msgs - 1) * bits).mean()
+    factor = lr_factor(cfg, step)
     for opt, base in zip(opts, (cfg.lr_embedder, cfg.lr_detector)):
         for group in opt.param_groups:
-            group["lr"] = base * lr_factor(cfg, step)
+            group["lr"] = base * factor
         opt.zero_grad(set_to_none=True)
     loss.backward()
     for opt in opts:
@@ -438,6 +443,8 @@ def finetune_robust(
     `stop_after` ends the run at that step, `time_budget` after that many seconds of training (the current step
     finishes, the weights are validated and the checkpoint written, so a resumed run goes on from there)."""
     attacks = attack_names(cfg)
+    check_schedule(cfg)
+    with_crop = "crop" in attacks  # the validation score counts the crop only for runs that train for it
     workdir.mkdir(parents=True, exist_ok=True)
     card, rng, model, (opt_e, opt_d) = _seeded_start(cfg)
     data, val = FullResData(cfg.procedural_pool, cfg.seed, cfg.device), validation_set()
@@ -446,7 +453,7 @@ def finetune_robust(
     if resume and last.is_file():
         step, best, history = _restore(last, cfg, model, opt_e, opt_d, rng)
     if step == 0:
-        history.append({"step": 0, **validate_robust(model, card, val, cfg.device, "crop" in attacks)})
+        history.append({"step": 0, **validate_robust(model, card, val, cfg.device, with_crop)})
     bar = tqdm(total=cfg.steps, initial=step, desc="robust compact", disable=not progress, dynamic_ncols=True)
     start, end = time.perf_counter(), min(cfg.steps, stop_after or cfg.steps)
     while step < end:
@@ -458,7 +465,7 @@ def finetune_robust(
         if out_of_time:
             end = step
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-            metrics = {"step": step, **validate_robust(model, card, val, cfg.device, "crop" in attacks)}
+            metrics = {"step": step, **validate_robust(model, card, val, cfg.device, with_crop)}
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
             better = metrics["score"] > best["score"] or (cfg.later_wins_ties and metrics["score"] == best["score"])
