@@ -26,6 +26,11 @@ def test_bench_smoke(tmp_path):
     assert "| LiteRT CPU | XNNPACK (" in md_path.read_text() and "| PyTorch eager | none |" in md_path.read_text()
     cov = record["parts"]["detector"]["variants"]["fp32"]["xnnpack"]
     assert 0 < cov["xnnpack_nodes"] <= cov["nodes"]
+    # where the time goes, per file: LiteRT's profiler, operator types whose times are a real part of the run
+    prof = record["parts"]["detector"]["variants"]["dynamic_int8"]["op_profile"]
+    assert prof["threads"] == 2 and 0 < prof["op_ms_sum"] < 1.5 * prof["run_ms_median"]
+    assert sum(r["count"] for r in prof["by_type"]) <= prof["ops"] and prof["by_type"][0]["share"] > 0.05
+    assert "| detector | dynamic_int8 |" in md_path.read_text().split("Where the time goes")[1]
 
 
 def test_video_bench_smoke(compact_artifacts):

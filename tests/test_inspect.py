@@ -122,3 +122,36 @@ def test_gpu_static_check_is_labelled_and_parsed(compact_artifacts):
     parsed = parse_analyzer(text)
     assert parsed == {"verdict": "incompatible", "blocking_ops": [{"node": 0, "op": "CUMSUM",
                                                                    "why": "Not supported op CUMSUM"}]}  # fmt: skip
+
+
+def test_op_profile_agrees_with_the_execution_plan(compact_artifacts):
+    """LiteRT's own profiler (ctypes on libLiteRt.so): every profiled run recorded, the operators' time a real part
+    of the run's, and the built-in-kernel nodes it timed are exactly the ones `xnnpack_coverage` found undelegated
+    (two readings of the runtime that share no code); int8 files run int8 XNNPACK kernels, FP32 files none."""
+    from videoseal_tflite.validate.coverage import xnnpack_coverage
+    from videoseal_tflite.validate.op_profile import profile_ops
+
+    for variant in ("fp32", "int8"):
+        path = next(compact_artifacts.out_dir.glob(f"detector_128_{variant}.tflite"))
+        profile = profile_ops(path, threads=2, warmup=2, runs=6)
+        assert profile.runs == 6 and profile.run_ms > 0
+        assert 0.3 * profile.run_ms < profile.op_ms < 1.5 * profile.run_ms, (profile.op_ms, profile.run_ms)
+        builtin = {(int(o.where.split()[1]), o.op) for o in profile.ops if o.kernel == "builtin"}
+        assert builtin == set(xnnpack_coverage(path).reference_ops), variant
+        assert ("MIRROR_PAD", "builtin") in {(r["op"], r["kernel"]) for r in profile.by_type()}
+        quantized_kernels = [o for o in profile.ops if "QS8" in o.op or "QC8" in o.op]
+        assert bool(quantized_kernels) == (variant == "int8"), variant
+
+
+def test_inspect_profile_prints_shares_and_refuses_other_runtimes(compact_artifacts, capsys, monkeypatch):
+    import importlib.metadata
+
+    path = next(compact_artifacts.out_dir.glob("embedder_128_int8.tflite"))
+    assert main(["inspect", str(path), "--no-load", "--profile", "--runs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "op profile:" in out and "Convolution (NHWC, QC8) IGEMM  [xnnpack]" in out
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "9.9.0" if n == "ai-edge-litert" else real(n))
+    assert main(["inspect", str(path), "--no-load", "--profile"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ai-edge-litert 9.9.0 is installed" in err[0]

@@ -33,6 +33,7 @@ from .convert.wrappers import export_module, sample_inputs
 from .interpreter import SignatureModel
 from .manifest import tool_versions
 from .validate.coverage import xnnpack_coverage
+from .validate.op_profile import profile_ops
 from .variants import order, spec, variant_names
 from .weights import WeightSource, load_model
 
@@ -178,6 +179,7 @@ def _latencies(card, loaded, part: str, work: Path, invokes: int, rounds: int, t
             "bytes_vs_floor": round(files[v].stat().st_size / (params * spec(v).bytes_per_weight), 3),
             "runtime": "LiteRT CPU",
             "xnnpack": xnnpack_coverage(files[v]).to_json(),
+            "op_profile": profile_ops(files[v], threads=2, runs=max(10, invokes)).to_json(top=8),
         }
         for v in files
     }
@@ -267,10 +269,35 @@ def bench_markdown(record: dict[str, Any]) -> str:
         steps = {"convert fp32": entry["convert_fp32"], **{f"quantize {v}": q for v, q in entry["quantize"].items()}}
         for name, cost in steps.items():
             lines.append(f"| {part} | {name} | {cost['seconds']:.1f} | {cost['peak_rss_mb']:.0f} |")
+    lines += _profile_markdown(record)
     if "scaling" in record:
         lines += ["", f"Detector scaling (2 threads): {json.dumps(record['scaling'])}"]
     lines += ["", "Targets (issue #8), computed from this record:"] + [f"- {t}" for t in targets(record)]
     return "\n".join(lines) + "\n"
+
+
+def _profile_markdown(record: dict[str, Any]) -> list[str]:
+    """Where each file's time goes, by operator type (LiteRT's own profiler, `validate/op_profile.py`)."""
+    lines = [
+        "",
+        "Where the time goes (LiteRT CompiledModel's own profiler, CPU + XNNPACK, 2 threads; share of the profiled "
+        "run, operator types by XNNPACK's names, `[builtin]` = a TFLite node XNNPACK did not take; the profiler adds "
+        "its own cost, so the shares matter, the latency above is the number):",
+        "",
+        "| part | variant | ms per run (profiled) | in operators | top operator types (share, count) |",
+        "|---|---|---|---|---|",
+    ]
+    for part, entry in record["parts"].items():
+        for v, d in entry["variants"].items():
+            prof = d.get("op_profile")
+            if not prof:
+                continue
+            top = "; ".join(
+                f"{r['op']}{' [builtin]' if r['kernel'] == 'builtin' else ''} {r['share'] * 100:.0f} % (x{r['count']})"
+                for r in prof["by_type"][:5]
+            )
+            lines.append(f"| {part} | {v} | {prof['run_ms_median']:.2f} | {prof['op_ms_sum']:.2f} | {top} |")
+    return lines
 
 
 def targets(record: dict[str, Any]) -> list[str]:

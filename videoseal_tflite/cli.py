@@ -118,10 +118,20 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         return inspect_npu(args.file, args.npu, as_json=args.json)
     result = inspect_model(args.file, load=not args.no_load, runtime=args.runtime)
+    profile = None
+    if args.profile:  # LiteRT's own per-operator profile (validate/op_profile.py)
+        from .validate.op_profile import profile_ops
+
+        profile = profile_ops(args.file, threads=args.threads, runs=args.runs)
     if args.json:
-        print(json.dumps(result.to_json(with_ops=True), indent=2))
+        extra = {"op_profile": profile.to_json()} if profile else {}
+        print(json.dumps(result.to_json(with_ops=True) | extra, indent=2))
     else:
         print(format_inspection(result))
+        if profile:
+            from .validate.op_profile import format_profile
+
+            print(format_profile(profile))
     if result.load is not None and not result.load.loads:
         return 1
     return 0
@@ -769,6 +779,11 @@ def _add_inspect(sub) -> None:
         help="instead: LiteRT AOT-compile for TARGET (qualcomm, mediatek, intel_npu, intel_cpu; NAME:SOC) and print"
         " the compiler's record; needs `make setup-npu`",
     )
+    inspect.add_argument(
+        "--profile", action="store_true", help="also time every operator with LiteRT's own profiler (CPU, XNNPACK)"
+    )
+    inspect.add_argument("--threads", type=_positive_int, default=2, help="--profile: XNNPACK threads (default 2)")
+    inspect.add_argument("--runs", type=_positive_int, default=30, help="--profile: profiled runs (default 30)")
     inspect.set_defaults(func=_cmd_inspect)
 
 
