@@ -81,7 +81,7 @@ def test_inspect_json_lists_every_op(card_artifacts, capsys):
     assert all("dtype" in i and "const" in i for op in report["ops"] for i in op["inputs"])
 
 
-def test_xnnpack_coverage_adds_up_and_names_reference_kernels(compact_artifacts):
+def test_xnnpack_coverage_adds_up_and_names_reference_kernels(compact_artifacts, unrewritten_detector_00):
     """Read from the interpreter's node list after delegation: N of M, the ops XNNPACK left, Q/DQ crossings."""
     from videoseal_tflite.validate.coverage import xnnpack_coverage
 
@@ -94,19 +94,29 @@ def test_xnnpack_coverage_adds_up_and_names_reference_kernels(compact_artifacts)
         assert cov.delegated + len(cov.reference_ops) == cov.nodes and cov.partitions >= 1
         print(path.name, cov.line())
     detector = xnnpack_coverage(files[("detector", "fp32")])
-    # the ViT's patch padding: XNNPACK has no MIRROR_PAD, so it stays on the built-in kernel, named with its node
-    pads = [op.node for op in inspect_model(files[("detector", "fp32")], load=False).ops if op.op == "MIRROR_PAD"]
-    assert pads and set(pads) <= {node for node, op in detector.reference_ops if op == "MIRROR_PAD"}
+    # the pixel decoder's reflection pad is the reflect_pad_concat rewrite's slices + concatenation: all XNNPACK
+    assert detector.reference_ops == () and detector.partitions == 1 and detector.delegated == detector.nodes
     assert detector.quantize == detector.dequantize == 0
     int8 = xnnpack_coverage(files[("detector", "int8")])
     assert int8.quantize > 0 and int8.dequantize > 0 and int8.crossings == int8.quantize + int8.dequantize
+    # known reference-kernel ops: the norms' int8 ADD/SUB of a constant (epsilon) whose scale is ~1e-5 of the
+    # activation's, a rescale XNNPACK's int8 add does not take; named with their node ids
+    ops = {op.node: op for op in inspect_model(files[("detector", "int8")], load=False).ops}
+    assert int8.reference_ops and {op for _, op in int8.reference_ops} <= {"ADD", "SUB"}
+    for node, op in int8.reference_ops:
+        assert ops[node].op == op and any(i.const for i in ops[node].inputs), (node, op)
+        assert {i.dtype for i in ops[node].inputs} == {"INT8"}, (node, op)
+    # without the rewrites, the MIRROR_PAD is back on the built-in kernel, named with its node
+    unrewritten = xnnpack_coverage(unrewritten_detector_00.path)
+    pads = [op.node for op in inspect_model(unrewritten_detector_00.path, load=False).ops if op.op == "MIRROR_PAD"]
+    assert pads and set(pads) <= {node for node, op in unrewritten.reference_ops if op == "MIRROR_PAD"}
 
 
 def test_inspect_prints_coverage(compact_artifacts, capsys):
-    path = next(compact_artifacts.out_dir.glob("detector_128_fp32*.tflite"))
+    path = next(compact_artifacts.out_dir.glob("detector_128_int8*.tflite"))
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "XNNPACK:" in out and "MIRROR_PAD (node" in out
+    assert "XNNPACK:" in out and "ADD (node" in out
 
 
 def test_gpu_static_check_is_labelled_and_parsed(compact_artifacts):
@@ -138,7 +148,8 @@ def test_op_profile_agrees_with_the_execution_plan(compact_artifacts):
         assert 0.3 * profile.run_ms < profile.op_ms < 1.5 * profile.run_ms, (profile.op_ms, profile.run_ms)
         builtin = {(int(o.where.split()[1]), o.op) for o in profile.ops if o.kernel == "builtin"}
         assert builtin == set(xnnpack_coverage(path).reference_ops), variant
-        assert ("MIRROR_PAD", "builtin") in {(r["op"], r["kernel"]) for r in profile.by_type()}
+        builtin_types = {r["op"] for r in profile.by_type() if r["kernel"] == "builtin"}
+        assert builtin_types == ({"ADD", "SUB"} if variant == "int8" else set()), builtin_types
         quantized_kernels = [o for o in profile.ops if "QS8" in o.op or "QC8" in o.op]
         assert bool(quantized_kernels) == (variant == "int8"), variant
 

@@ -10,6 +10,7 @@ from videoseal.modules.vit import add_decomposed_rel_pos
 
 from videoseal_tflite.cards import ATTENUATION_CONFIGS
 from videoseal_tflite.convert.rewrites import (
+    ConcatReflectionPad,
     MatmulMsgProcessor,
     WhereJND,
     add_decomposed_rel_pos_act_lhs,
@@ -42,6 +43,20 @@ def test_relpos_act_lhs_equals_einsum(batch, size, dim):
     expected = add_decomposed_rel_pos(attn, q, rel_h, rel_w, (size, size), (size, size))
     got = add_decomposed_rel_pos_act_lhs(attn, q, rel_h, rel_w, (size, size), (size, size))
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 16, 32, 32), (1, 1, 2, 2)])
+def test_concat_reflect_pad_equals_reflection_pad(shape):
+    torch.manual_seed(sum(shape))
+    x = torch.randn(shape)
+    assert torch.equal(ConcatReflectionPad()(x), torch.nn.ReflectionPad2d(1)(x))
+
+
+def test_reflect_pad_rewrite_applies_to_one_pixel_pads_only():
+    model = torch.nn.Sequential(torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(3, 3, 3), torch.nn.ReflectionPad2d(2))
+    rewritten, applied = apply_rewrites(model)
+    assert [type(m).__name__ for m in rewritten] == ["ConcatReflectionPad", "Conv2d", "ReflectionPad2d"]
+    assert [r.name for r in applied] == ["reflect_pad_concat"] and type(model[0]) is torch.nn.ReflectionPad2d
 
 
 @pytest.mark.parametrize("config", sorted(ATTENUATION_CONFIGS))
