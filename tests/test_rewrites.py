@@ -105,3 +105,24 @@ def test_apply_rewrites_leaves_original_untouched(loaded_models):
     rewritten, _ = apply_rewrites(loaded.model)
     assert type(loaded.model.embedder.unet.msg_processor) is before is MsgProcessor
     assert isinstance(rewritten.embedder.unet.msg_processor, MatmulMsgProcessor)
+
+
+@pytest.mark.parametrize("channels,size,k", [(96, 64, 7), (8, 9, 7), (4, 12, 9)])
+def test_row_band_depthwise_equals_the_conv(channels, size, k):
+    from videoseal_tflite.convert.rewrites import RowBandDepthwise
+
+    torch.manual_seed(k + size)
+    conv = torch.nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels).double()
+    x = torch.randn(2, channels, size, size + 3, dtype=torch.float64)
+    banded = RowBandDepthwise(conv)
+    assert all((r1 - r0) * k <= 25 for r0, r1 in banded.bands) and banded.bands[-1][1] == k
+    with torch.no_grad():
+        assert torch.allclose(banded(x), conv(x), atol=1e-10, rtol=0)
+
+
+def test_row_band_rewrite_applies_to_large_depthwise_only():
+    convs = [torch.nn.Conv2d(8, 8, 7, padding=3, groups=8), torch.nn.Conv2d(8, 8, 5, padding=2, groups=8),
+             torch.nn.Conv2d(8, 8, 7, padding=3), torch.nn.Conv2d(8, 8, 7, padding=3, groups=8, stride=2)]  # fmt: skip
+    rewritten, applied = apply_rewrites(torch.nn.Sequential(*convs))
+    assert [type(m).__name__ for m in rewritten] == ["RowBandDepthwise", "Conv2d", "Conv2d", "Conv2d"]
+    assert [r.name for r in applied] == ["depthwise_row_bands"]
