@@ -119,7 +119,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return inspect_npu(args.file, args.npu, as_json=args.json)
     result = inspect_model(args.file, load=not args.no_load, runtime=args.runtime)
     profile = None
-    if args.profile:  # LiteRT's own per-operator profile (validate/op_profile.py)
+    # LiteRT's own per-operator profile (validate/op_profile.py), in this process: only for a file that loads
+    if args.profile and (result.load is None or result.load.loads):
         from .validate.op_profile import profile_ops
 
         profile = profile_ops(args.file, threads=args.threads, runs=args.runs)
