@@ -98,12 +98,19 @@ _NOOP_FREE = C.CFUNCTYPE(None, _P)(lambda p: None)  # the option payloads are Py
 @dataclasses.dataclass(frozen=True)
 class OpTime:
     """One operator's mean time per run: `op` is XNNPACK's operator name, or the TFLite builtin's on a built-in
-    kernel; `where` is "node N" (TFLite node id) or "partition P, op K" (inside XNNPACK's P-th partition)."""
+    kernel (then `node` is its TFLite node id); an XNNPACK operator is the `index`-th of the `partition`-th
+    delegated partition."""
 
     op: str
     kernel: str  # "xnnpack" | "builtin"
-    where: str
+    node: int | None
+    partition: int | None
+    index: int | None
     ms: float
+
+    @property
+    def where(self) -> str:
+        return f"node {self.node}" if self.kernel == "builtin" else f"partition {self.partition}, op {self.index}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +147,9 @@ class OpProfile:
             "op_ms_sum": round(self.op_ms, 4),
             "ops": len(self.ops),
             "by_type": [r | {"share": round(r["share"], 4)} for r in self.by_type()[:top]],
-            "slowest": [dataclasses.asdict(o) | {"ms": round(o.ms, 4)} for o in self.slowest(top)],
+            "slowest": [
+                {"op": o.op, "kernel": o.kernel, "where": o.where, "ms": round(o.ms, 4)} for o in self.slowest(top)
+            ],
         }
 
     def slowest(self, count: int) -> list[OpTime]:
@@ -233,7 +242,15 @@ class _Session:
         (n_in, ins), (n_out, outs) = self.inputs, self.outputs
         self._call("LiteRtRunCompiledModel", self.compiled, 0, n_in, ins, n_out, outs)
 
-    def events(self) -> list[_Event]:
+    def profile(self, warmup: int, runs: int) -> list[_Event]:
+        """`warmup` runs, then `runs` with the profiler recording: its events."""
+        for _ in range(warmup):
+            self.run()
+        self._call("LiteRtResetProfiler", self.profiler)
+        self._call("LiteRtStartProfiler", self.profiler)
+        for _ in range(runs):
+            self.run()
+        self._call("LiteRtStopProfiler", self.profiler)
         count = C.c_int()
         self._call("LiteRtGetNumProfilerEvents", self.profiler, C.byref(count))
         events = (_Event * max(1, count.value))()
@@ -248,7 +265,7 @@ class _Session:
 
 def _op_times(events: list[_Event], runs: int) -> tuple[list[float], tuple[OpTime, ...]]:
     """Per-run times (ms) and each operator's mean ms per run, from the profiler's events (module docstring)."""
-    totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+    totals: dict[tuple, float] = collections.defaultdict(float)  # (op, kernel, node, partition, index) -> ms
     run_ms, partition, last = [], 0, None
     for e in events:
         tag = (e.tag or b"").decode(errors="replace")
@@ -256,14 +273,14 @@ def _op_times(events: list[_Event], runs: int) -> tuple[list[float], tuple[OpTim
             run_ms.append(e.elapsed_us / 1000)
             partition, last = 0, None
         elif e.event_type == _BUILTIN_OP:
-            totals[(tag, "builtin", f"node {e.meta1}")] += e.elapsed_us / 1000
+            totals[(tag, "builtin", int(e.meta1), None, None)] += e.elapsed_us / 1000
             last = None
         elif e.event_type == _XNNPACK_OP:
             if last is None or e.meta1 <= last:
                 partition += 1
             last = e.meta1
-            totals[(tag, "xnnpack", f"partition {partition}, op {e.meta1}")] += e.elapsed_us / 1000
-    return run_ms, tuple(OpTime(op, kernel, where, ms / runs) for (op, kernel, where), ms in totals.items())
+            totals[(tag, "xnnpack", None, partition, int(e.meta1))] += e.elapsed_us / 1000
+    return run_ms, tuple(OpTime(*key, ms / runs) for key, ms in totals.items())
 
 
 def profile_ops(path: Path, threads: int = 2, warmup: int = 5, runs: int = 30) -> OpProfile:
@@ -277,14 +294,7 @@ def profile_ops(path: Path, threads: int = 2, warmup: int = 5, runs: int = 30) -
     with native_info_silenced():  # LiteRT's native INFO/WARNING lines on building a CompiledModel
         session = _Session(_library(), path, threads)
     try:
-        for _ in range(warmup):
-            session.run()
-        session._call("LiteRtResetProfiler", session.profiler)
-        session._call("LiteRtStartProfiler", session.profiler)
-        for _ in range(runs):
-            session.run()
-        session._call("LiteRtStopProfiler", session.profiler)
-        run_ms, ops = _op_times(session.events(), runs)
+        run_ms, ops = _op_times(session.profile(warmup, runs), runs)
     finally:
         with native_info_silenced():
             session.close()
