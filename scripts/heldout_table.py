@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--variant", default="fp32")
     parser.add_argument("--messages", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
+    parser.add_argument("--no-resync", action="store_true", help="read crops as is only (detect --no-resync)")
     args = parser.parse_args()
     folder = args.artifacts / args.card
     files = {part: Artifact.find(folder, part, args.variant) for part in ("embedder", "detector")}
@@ -41,7 +42,7 @@ def main() -> None:
             f"heldout_table: no {args.variant} {' or '.join(missing)} in {folder} "
             f"(make convert CARD={args.card} builds it)"
         )
-    embedder, detector = Embedder(files["embedder"][0][1]), Detector(files["detector"][0][1])
+    embedder, detector = Embedder(files["embedder"][0][1]), Detector(files["detector"][0][1], resync=not args.no_resync)
     images = fullres_evaluation_images()
     with tqdm(total=len(images) * args.messages, desc="held-out table", unit="sample") as bar:
         result = evaluate(embedder, detector, images, args.messages, progress=lambda: bar.update(1))

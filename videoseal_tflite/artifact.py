@@ -85,6 +85,7 @@ class Provenance:
     attenuation: str | None = None
     step_size: int | None = None  # videoseal's video step (embed every k-th frame), from the card
     detection_logit_trained: bool = True  # False: the detector's column 0 is no score (card args)
+    tile_period: int | None = None  # the watermark's period at the processing size: `detect` may re-synchronise
     # how it was built
     rewrites: tuple[dict, ...] = ()
     recipe: list | None = None

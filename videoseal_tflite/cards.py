@@ -53,6 +53,9 @@ class Card:
     # False where the weights never trained the detector's column 0 (the detection logit): tools then say so
     # instead of printing it as a score (`args.detection_logit_trained`)
     detection_logit_trained: bool = True
+    # the embedder's watermark repeats with this period (px at the processing size); `detect` then re-finds the tile
+    # in a crop read as is (`resync.py`; `args.watermark_tile_period`, None: not periodic, no re-synchronisation)
+    tile_period: int | None = None
 
     @property
     def yuv(self) -> bool:
@@ -126,6 +129,17 @@ def _checked_args(args: dict, path: Path) -> tuple[int, int, str | None, str, in
     return nbits, int(img_size), attenuation, blending, step_size
 
 
+def _tile_period(args: dict, img_size: int, path: Path) -> int | None:
+    period = args.get("watermark_tile_period")
+    if period is None:
+        return None
+    if not isinstance(period, int) or isinstance(period, bool) or period <= 0 or img_size % period:
+        raise InvalidCard(
+            f"card {path}: args.watermark_tile_period must be a positive integer dividing {img_size}, got {period!r}"
+        )
+    return period
+
+
 def load_card(name_or_path: str | Path) -> Card:
     """Parse and check a card. Raises UnknownCard / InvalidCard with one sentence."""
     path = resolve_card_path(name_or_path)
@@ -168,4 +182,5 @@ def load_card(name_or_path: str | Path) -> Card:
         heldout_images=tuple(raw.get("heldout_images") or ()),
         step_size=step_size,
         detection_logit_trained=args.get("detection_logit_trained", True) is not False,
+        tile_period=_tile_period(args, img_size, path),
     )

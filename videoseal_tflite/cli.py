@@ -192,6 +192,25 @@ def _detection_json(detection, message) -> dict:
     return out
 
 
+def _synced_json(detection) -> dict:
+    synced = detection.synced
+    return {
+        "extent": list(synced.extent),
+        "phase": list(synced.phase),
+        "agreement": synced.agreement,
+        "hypotheses": synced.hypotheses,
+    }
+
+
+def _synced_line(detection) -> str:
+    (cx, cy), synced = detection.synced.extent, detection.synced
+    return (
+        f"re-synchronised: the reading as is was unsure; the mark's tile was found at {cx:.3f} x {cy:.3f} of the "
+        f"marked image's width x height (a crop?), the best of {synced.hypotheses} readings (p-values x "
+        f"{synced.hypotheses}; --no-resync reads as is only)"
+    )
+
+
 def _detection_logit_note(meta: dict) -> str | None:
     """Why the detector's column 0 (detection logit) says nothing, or None when it was trained with the weights."""
     if "random-init" in str(meta.get("weights_label", "")):
@@ -280,7 +299,7 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
     output_format(args.output)  # a bad extension fails before any work
     watermarked = embedder.embed(source.pixels, message)
     written = write_image(args.output, watermarked, source, args.quality)
-    detector = Detector(detector_path, args.threads)
+    detector = Detector(detector_path, args.threads, resync=False)  # the saved file must read back as is
     detection = detector.detect(load_image(args.output))
     report = {
         "output": str(args.output),
@@ -391,7 +410,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .video import is_video_path
 
     detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.variant)
-    detector = Detector(detector_path, args.threads)
+    detector = Detector(detector_path, args.threads, resync=not args.no_resync)
     message = _message(args, detector.nbits)
     if is_video_path(args.input):
         return _detect_video(args, detector, message, Path(detector_path))
@@ -400,12 +419,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     report = {"input": str(args.input), "detector": str(detector_path), **_detection_json(detection, message)}
     if note:
         report |= {"detection_logit": None, "detection_logit_note": note}
-    verdict = decide(detection.bits, message, args.fpr) if message is not None else None
+    if detection.synced:
+        report["resynchronised"] = _synced_json(detection)
+    verdict = decide(detection.bits, message, args.fpr, detection.hypotheses) if message is not None else None
     if verdict is not None:
         report |= verdict.to_json()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        if detection.synced:
+            print(_synced_line(detection))
         print(f"bits: {report['bits']}")
         print(f"detection logit: {'n/a (' + note + ')' if note else format(detection.detection_logit, '.3f')}")
         if verdict is not None:
@@ -700,6 +723,12 @@ def _add_embed_and_detect(sub) -> None:
         choices=("avg", "squared_avg", "l1norm_avg", "l2norm_avg"),
         default="avg",
         help="video: how per-frame soft bits are combined, as videoseal's extract_message (default avg)",
+    )
+    detect.add_argument(
+        "--no-resync",
+        action="store_true",
+        help="image: read as is only; by default a card that declares its watermark tile re-finds it in a crop "
+        "when the as-is reading is unsure (p-values then count every reading tried)",
     )
     detect.add_argument(
         "--fpr",

@@ -12,6 +12,8 @@ embed(image HxW, message):
   6. y = clamp(scaling_i * x + scaling_w * w, 0, 1), rounded to uint8 by the caller's saver
 detect(image):
   x_s = resize(x, S x S); bit_logits, detection_logit = detector.tflite(x_s); bits = bit_logits > 0
+  (not in videoseal) when the card declares its watermark tile and the reading is unsure, the tile is looked for
+  at another extent and phase, as a crop leaves it (`resync.py`); the bits then come from that reading
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from PIL import Image
 
 from .errors import InvalidImage, InvalidMessage, InvalidModelFile, VsTfliteError
 from .interpreter import SignatureModel
+from .resync import SyncedReading, resynchronise, unsure
 from .tflite_metadata import read_metadata
 
 MIN_SIDE = 32
@@ -178,6 +181,12 @@ class Detection:
     bit_logits: np.ndarray  # [nbits]
     bits: np.ndarray  # [nbits] bool
     detection_logit: float
+    synced: SyncedReading | None = None  # set when the as-is reading was unsure and a crop's tile was re-found
+
+    @property
+    def hypotheses(self) -> int:
+        """How many readings these bits were chosen among (1: read as is); p-values are multiplied by it."""
+        return self.synced.hypotheses if self.synced else 1
 
     def bit_accuracy(self, message: np.ndarray) -> float:
         return float((self.bits == np.asarray(message).astype(bool)).mean())
@@ -219,15 +228,26 @@ class Embedder:
 
 
 class Detector:
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    """`resync`: when the card declares its watermark tile (`tile_period`) and the as-is reading is unsure, look for
+    the tile at another scale and phase (a crop read as is; `resync.py`)."""
+
+    def __init__(self, path: Path, threads: int = 2, resync: bool = True) -> None:
         self.model = _Model(path, threads)
         meta = self.model.meta
         if meta.get("part") != "detector":
             raise InvalidModelFile(f"{path} is a {meta.get('part')}, not a detector")
         self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
+        self.tile_period = int(meta["tile_period"]) if resync and meta.get("tile_period") else None
+
+    def read(self, small: np.ndarray) -> np.ndarray:
+        """[3,S,S] at the processing size -> [nbits] bit logits."""
+        return self.model(image=small[None])["bit_logits"][0]
 
     def detect(self, image: np.ndarray) -> Detection:
         small = resize_bilinear(image, self.size, self.size)
         out = self.model(image=small[None])
-        logits = out["bit_logits"][0]
-        return Detection(logits, logits > 0, float(out["detection_logit"].reshape(-1)[0]))
+        logits, detection_logit = out["bit_logits"][0], float(out["detection_logit"].reshape(-1)[0])
+        if self.tile_period and unsure(logits):
+            synced = resynchronise(image, self.read, self.tile_period, self.size, resize_bilinear)
+            return Detection(synced.bit_logits, synced.bit_logits > 0, detection_logit, synced)
+        return Detection(logits, logits > 0, detection_logit)

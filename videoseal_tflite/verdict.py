@@ -12,6 +12,10 @@ The sum is done in integers (math.comb), so it is exact for any n, no scipy.
 Deciding "watermarked" at a false-positive rate `fpr` means pvalue(k, n) <= fpr, i.e. k >= the smallest k*
 with pvalue(k*, n) <= fpr. A message of n bits can never be more certain than pvalue(n, n) = 2**-n: a 16-bit
 card cannot reach 1e-6 (its best is 1.5e-5), and `decide` says so instead of pretending.
+
+When the bits are the best of several readings (`hypotheses`: a crop re-synchronised over extents and phases,
+`resync.py`), luck had that many tries: the p-value is multiplied by their number (Bonferroni, an upper bound on
+the chance that any of them matched by luck), capped at 1.
 """
 
 from __future__ import annotations
@@ -97,11 +101,15 @@ class Verdict:
         }
 
 
-def decide(bits: np.ndarray, message: np.ndarray, fpr: float = DEFAULT_FPR) -> Verdict:
-    """Recovered bits vs the expected message ([nbits] each, any 0/1 or bool dtype) -> Verdict at `fpr`."""
+def decide(bits: np.ndarray, message: np.ndarray, fpr: float = DEFAULT_FPR, hypotheses: int = 1) -> Verdict:
+    """Recovered bits vs the expected message ([nbits] each, any 0/1 or bool dtype) -> Verdict at `fpr`;
+    `hypotheses`: how many readings the bits were chosen among (their p-value is multiplied by it)."""
     bits, message = np.asarray(bits).astype(bool).reshape(-1), np.asarray(message).astype(bool).reshape(-1)
     if bits.shape != message.shape:
         raise ValueError(f"{bits.size} recovered bits vs a {message.size}-bit message")
     n = int(bits.size)
     k = int((bits == message).sum())
-    return Verdict(k, n, pvalue(k, n), fpr, min_matching_bits(n, fpr), 2.0**-n)
+    if hypotheses < 1:
+        raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
+    threshold = min_matching_bits(n, fpr / hypotheses)
+    return Verdict(k, n, min(1.0, pvalue(k, n) * hypotheses), fpr, threshold, min(1.0, 2.0**-n * hypotheses))

@@ -101,6 +101,7 @@ def fp32_provenance(
         attenuation=card.attenuation,
         step_size=card.step_size,
         detection_logit_trained=card.detection_logit_trained,
+        tile_period=card.tile_period,
         rewrites=tuple(dataclasses.asdict(r) for r in rewrites),
         input_hash=input_hash,
     )

@@ -1,0 +1,105 @@
+"""Re-synchronisation (`resync.py`): a crop read as is puts the compact card's 8-px tile off the detector's grid;
+`detect` finds its extent and phase again. Real runs: the default card's FP32 files, full-resolution images saved
+as PNG, cropped, read back through the runtime and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from videoseal_tflite.attacks import crop_half_area
+from videoseal_tflite.cli import main
+from videoseal_tflite.images import fullres_evaluation_image, procedural_image
+from videoseal_tflite.runtime import Detector, Embedder, load_image, round_8bit
+from videoseal_tflite.verdict import decide, pvalue
+
+MESSAGE = np.array([int(c) for c in "1011001110001101"], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def marked(default_fp32):
+    """Two held-out photos and one procedural image at 512 px, watermarked at full resolution, rounded to 8 bits."""
+    embedder = Embedder(default_fp32["embedder"])
+    originals = [
+        fullres_evaluation_image(0).pixels,
+        fullres_evaluation_image(3).pixels,
+        procedural_image(2001, 512).pixels,
+    ]
+    return [(x, round_8bit(embedder.embed(x, MESSAGE))) for x in originals]
+
+
+def test_half_area_crop_is_found_again(default_fp32, marked):
+    detector, as_is = Detector(default_fp32["detector"]), Detector(default_fp32["detector"], resync=False)
+    assert detector.tile_period == 8 and as_is.tile_period is None
+    synced, plain = [], []
+    for _, y in marked:
+        crop = crop_half_area(y)
+        found = detector.detect(crop)
+        assert found.synced is not None and found.hypotheses == 1 + 6 * 64
+        assert np.allclose(found.synced.extent, crop.shape[2] / y.shape[2], atol=0.02)  # 1/sqrt(2) each way
+        synced.append(found.bit_accuracy(MESSAGE))
+        plain.append(as_is.detect(crop).bit_accuracy(MESSAGE))
+    print(f"50 % crops: resynchronised {synced}, as is {plain}")
+    assert np.mean(synced) >= 0.9 and np.mean(plain) <= 0.75
+
+
+def test_a_sure_reading_is_not_resynchronised(default_fp32, marked):
+    detector = Detector(default_fp32["detector"])
+    for _, y in marked:
+        found = detector.detect(y)
+        assert found.synced is None and found.hypotheses == 1 and found.bit_accuracy(MESSAGE) == 1.0
+
+
+def test_unmarked_crops_are_not_called_watermarked(default_fp32, marked):
+    """The reading kept is the best of 385, so its p-value counts them: no unmarked crop reaches FPR 1e-2."""
+    detector = Detector(default_fp32["detector"])
+    for x, _ in marked:
+        found = detector.detect(crop_half_area(x))
+        verdict = decide(found.bits, MESSAGE, 1e-2, found.hypotheses)
+        k = int((found.bits == MESSAGE.astype(bool)).sum())
+        assert verdict.pvalue == min(1.0, pvalue(k, 16) * found.hypotheses) and not verdict.watermarked
+
+
+def test_bonferroni_verdict():
+    sixteen = np.ones(16)
+    assert decide(sixteen, sixteen, 1e-2, hypotheses=385).watermarked  # 385 / 2**16 = 0.0059
+    strict = decide(sixteen, sixteen, 1e-3, hypotheses=385)
+    assert not strict.watermarked and not strict.reachable and strict.best_fpr == pytest.approx(385 / 2**16)
+    assert decide(np.r_[np.ones(14), np.zeros(2)], sixteen, hypotheses=385).pvalue == pytest.approx(385 * 137 / 2**16)
+    assert decide(np.r_[np.ones(13), np.zeros(3)], sixteen, hypotheses=385).pvalue == 1.0  # 385 x 697 / 2**16
+    with pytest.raises(ValueError):
+        decide(sixteen, sixteen, hypotheses=0)
+
+
+def test_cli_detect_says_it_resynchronised(default_fp32, marked, tmp_path, capsys):
+    path = tmp_path / "crop.png"
+    Image.fromarray((crop_half_area(marked[0][1]) * 255).round().astype(np.uint8).transpose(1, 2, 0)).save(path)
+    bits = "".join(str(int(b)) for b in MESSAGE)
+    args = ["detect", str(path), "--detector", str(default_fp32["detector"]), "--message", bits, "--fpr", "1e-2"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["resynchronised"]["hypotheses"] == 385 and report["watermarked"]
+    assert report["pvalue"] == pytest.approx(385 * pvalue(report["matching_bits"], 16))
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("re-synchronised: ")
+    assert main([*args, "--no-resync", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "resynchronised" not in report and not report["watermarked"]
+    assert load_image(path).shape[1:] == crop_half_area(marked[0][1]).shape[1:]
+
+
+def test_card_tile_period_must_divide_the_processing_size(tmp_path, capsys):
+    from videoseal_tflite.cards import resolve_card_path
+
+    card = yaml.safe_load(resolve_card_path("compact_robust").read_text())
+    card["args"]["watermark_tile_period"] = 7
+    path = Path(tmp_path) / "odd.yaml"
+    path.write_text(yaml.safe_dump(card))
+    assert main(["convert", "--card", str(path), "--random-init", "0", "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "watermark_tile_period must be a positive integer dividing 128, got 7" in err[0]
