@@ -14,8 +14,10 @@ with pvalue(k*, n) <= fpr. A message of n bits can never be more certain than pv
 card cannot reach 1e-6 (its best is 1.5e-5), and `decide` says so instead of pretending.
 
 When the bits are the best of several readings (`hypotheses`: a crop re-synchronised over extents and phases,
-`resync.py`), luck had that many tries: the p-value is multiplied by their number (Bonferroni, an upper bound on
-the chance that any of them matched by luck), capped at 1.
+`resync.py`), the p-value is multiplied by their number, capped at 1. This is Bonferroni's bound: if each reading
+alone matches by luck with the binomial probability, the chance that any of them does is at most that many times
+it. It is conservative: the choice never looks at the message, so for a message drawn at random the plain p-value
+would already hold.
 """
 
 from __future__ import annotations
