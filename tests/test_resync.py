@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from videoseal_tflite.attacks import crop_half_area
+from videoseal_tflite.attacks import crop_area, crop_half_area
 from videoseal_tflite.cli import main
 from videoseal_tflite.images import fullres_evaluation_image, procedural_image
 from videoseal_tflite.runtime import Detector, Embedder, load_image, round_8bit
@@ -103,3 +103,17 @@ def test_card_tile_period_must_divide_the_processing_size(tmp_path, capsys):
     assert main(["convert", "--card", str(path), "--random-init", "0", "--out", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "watermark_tile_period must be a positive integer dividing 128, got 7" in err[0]
+
+
+def test_corner_crop_is_found_at_its_own_phase(default_fp32, marked):
+    """A crop at the top-left corner keeps the tile's grid at (0, 0). The centred crop starts 0.146 of the side in,
+    18.7 px of 128, so its next tile corner is 5.3 px into it: the phase search finds each."""
+    detector = Detector(default_fp32["detector"])
+    accuracies = []
+    for _, y in marked:
+        corner, centre = detector.detect(crop_area(y, 0.5, corner=True)), detector.detect(crop_half_area(y))
+        print(f"phases: corner {corner.synced.phase}, centre {centre.synced.phase}")
+        assert max(abs(((p + 4) % 8) - 4) for p in corner.synced.phase) <= 1  # (0, 0) up to a pixel
+        assert all(4 <= p <= 6 for p in centre.synced.phase)
+        accuracies.append(corner.bit_accuracy(MESSAGE))
+    assert np.mean(accuracies) >= 0.9

@@ -31,12 +31,17 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return _from_pil(Image.open(buffer))
 
 
+def crop_area(image: np.ndarray, area: float, corner: bool = False) -> np.ndarray:
+    """Crop keeping `area` of the area (each side x sqrt(area)), centred or at the top-left corner."""
+    _, h, w = image.shape
+    ch, cw = int(round(h * np.sqrt(area))), int(round(w * np.sqrt(area)))
+    top, left = (0, 0) if corner else ((h - ch) // 2, (w - cw) // 2)
+    return image[:, top : top + ch, left : left + cw].copy()
+
+
 def crop_half_area(image: np.ndarray) -> np.ndarray:
     """Centre crop keeping 50 % of the area (each side x 1/sqrt(2))."""
-    _, h, w = image.shape
-    ch, cw = int(round(h / np.sqrt(2))), int(round(w / np.sqrt(2)))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return image[:, top : top + ch, left : left + cw].copy()
+    return crop_area(image, 0.5)
 
 
 def resize_half(image: np.ndarray) -> np.ndarray:
@@ -83,6 +88,11 @@ ATTACKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "h264_crf23": lambda x: h264(x, 23),
     "h264_crf30": lambda x: h264(x, 30),
     "crop_50pct_area": crop_half_area,
+    # beyond issue #13's table (scripts/heldout_table.py --attacks): other crops, all read as is
+    "crop_80pct_area": lambda x: crop_area(x, 0.8),
+    "crop_25pct_area": lambda x: crop_area(x, 0.25),
+    "crop_50pct_area_corner": lambda x: crop_area(x, 0.5, corner=True),
+    "crop_50pct_area_jpeg_80": lambda x: jpeg(crop_half_area(x), 80),
     "resize_0.5": resize_half,
     "brightness_1.5": lambda x: brightness(x, 1.5),
     "gaussian_blur_1": lambda x: gaussian_blur(x, 1.0),
