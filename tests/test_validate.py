@@ -211,7 +211,7 @@ def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
 def test_attack_functions():
     import numpy as np
 
-    from videoseal_tflite.attacks import ATTACKS, brightness, crop_half_area, h264, jpeg, resize_half
+    from videoseal_tflite.attacks import ATTACKS, brightness, crop_area, crop_half_area, h264, jpeg, resize_half
 
     image = np.random.default_rng(0).random((3, 120, 161), dtype=np.float32)
     assert set(ATTACKS) == {
@@ -220,12 +220,19 @@ def test_attack_functions():
         "h264_crf23",
         "h264_crf30",
         "crop_50pct_area",
+        "crop_80pct_area",
+        "crop_25pct_area",
+        "crop_50pct_area_corner",
+        "crop_50pct_area_jpeg_80",
         "resize_0.5",
         "brightness_1.5",
         "gaussian_blur_1",
     }
     crop = crop_half_area(image)
     assert abs(crop.shape[1] * crop.shape[2] / (120 * 161) - 0.5) < 0.02
+    assert np.array_equal(crop, image[:, 17:102, 23:137])  # centred: (120 - 85) // 2, (161 - 114) // 2
+    corner = crop_area(image, 0.25, corner=True)
+    assert np.array_equal(corner, image[:, :60, :80]) and ATTACKS["crop_25pct_area"](image).shape == (3, 60, 80)
     assert resize_half(image).shape == (3, 60, 80)
     assert brightness(image, 1.5).max() <= 1.0
     q50, q80 = jpeg(image, 50), jpeg(image, 80)
