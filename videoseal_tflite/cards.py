@@ -102,10 +102,15 @@ def _require(mapping: Any, key: str, where: str, path: Path) -> Any:
     return mapping[key]
 
 
+def _positive_int(value: Any) -> bool:
+    """An int above 0 that is not a bool (yaml's `true` is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _checked_args(args: dict, path: Path) -> tuple[int, int, str | None, str, int]:
     """nbits, processing size, attenuation, blending method and video step size from `args`, each checked."""
     nbits = _require(args, "nbits", "args.", path)
-    if not isinstance(nbits, int) or isinstance(nbits, bool) or nbits <= 0:
+    if not _positive_int(nbits):
         raise InvalidCard(f"card {path} has args.nbits={nbits!r}; it must be a positive integer")
     img_size = args.get("img_size_proc") or args.get("img_size_extractor") or args.get("img_size")
     if not isinstance(img_size, int) or img_size < 32 or img_size % 16:
@@ -124,7 +129,7 @@ def _checked_args(args: dict, path: Path) -> tuple[int, int, str | None, str, in
         if not isinstance(args.get(key, 1.0), (int, float)):
             raise InvalidCard(f"card {path}: args.{key} must be a number")
     step_size = args.get("videoseal_step_size", 4)
-    if not isinstance(step_size, int) or isinstance(step_size, bool) or step_size <= 0:
+    if not _positive_int(step_size):
         raise InvalidCard(f"card {path}: args.videoseal_step_size must be a positive integer, got {step_size!r}")
     return nbits, int(img_size), attenuation, blending, step_size
 
@@ -133,7 +138,7 @@ def _tile_period(args: dict, img_size: int, path: Path) -> int | None:
     period = args.get("watermark_tile_period")
     if period is None:
         return None
-    if not isinstance(period, int) or isinstance(period, bool) or period <= 0 or img_size % period:
+    if not _positive_int(period) or img_size % period:
         raise InvalidCard(
             f"card {path}: args.watermark_tile_period must be a positive integer dividing {img_size}, got {period!r}"
         )

@@ -203,7 +203,8 @@ def _synced_json(detection) -> dict:
 
 
 def _synced_line(detection) -> str:
-    (cx, cy), synced = detection.synced.extent, detection.synced
+    synced = detection.synced
+    cx, cy = synced.extent
     return (
         f"re-synchronised: the reading as is was unsure; the mark's tile was found at {cx:.3f} x {cy:.3f} of the "
         f"marked image's width x height (a crop?), the best of {synced.hypotheses} readings (p-values x "

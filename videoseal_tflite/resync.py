@@ -126,10 +126,10 @@ def resynchronise(
 ) -> SyncedReading:
     """Steps 1-3. `read`: [3,S,S] -> [nbits] logits (the detector); `resize`: the runtime's [C,H,W] resize.
     Every phase of every candidate extent counts as a hypothesis, the ones the first canvas ranked low included."""
-    best, tried = None, 1
-    for cx, cy in extent_candidates(image, tile, size, resize):
+    extents = extent_candidates(image, tile, size, resize)
+    best = (-1.0, None, None, None)  # agreement, soft bits, extent, phase
+    for cx, cy in extents:
         planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
-        tried += tile * tile
         first = {
             (ox, oy): read(canvas(planes, ox, oy, CANVASES[0], tile, size)) for oy in range(tile) for ox in range(tile)
         }
@@ -138,7 +138,8 @@ def resynchronise(
             others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
             soft = agreement(np.stack([first[(ox, oy)], *others]))
             score = float(np.abs(soft).mean())
-            if best is None or score > best.agreement:
-                clipped = np.clip(soft, -0.999999, 0.999999)
-                best = SyncedReading((2 * np.arctanh(clipped)).astype(np.float32), (cx, cy), (ox, oy), score, 0)
-    return dataclasses.replace(best, hypotheses=tried)
+            if score > best[0]:
+                best = (score, soft, (cx, cy), (ox, oy))
+    score, soft, extent, phase = best
+    logits = (2 * np.arctanh(np.clip(soft, -0.999999, 0.999999))).astype(np.float32)
+    return SyncedReading(logits, extent, phase, score, 1 + tile * tile * len(extents))
