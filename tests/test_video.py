@@ -365,17 +365,19 @@ def test_roundtrip_720p_default_crf(models, clips, tmp_path):
 def test_default_card_survives_crf30_reencode(default_fp32, clips, tmp_path):
     """Issue #14's "done when" on `make convert`'s default card (compact_robust, trained with H.264 stand-ins in the
     loop, issue #13): the 720p pan over chelsea (451x300, upscaled 3.2x) marked at the CLI defaults (CRF 23, preset
-    medium, strength 1), re-encoded at CRF 30. Measured 1.0, 1.0, 0.9375 (47 of 48 bits; the weights before run 5:
-    0.875, 0.875, 0.6875): the exact message comes back on two of the three clips, so #14 stays open. The `compact`
-    card's 128-px weights read chance level here (0.50-0.67)."""
+    medium, strength 1), re-encoded at CRF 30, read as `detect` reads it (the tile tracked per frame): the exact
+    message on each of the three clips. Read as is (--no-resync) it was 1.0, 1.0, 0.9375: the CRF-30 P frames carry
+    the tile dragged with the pan. The `compact` card's 128-px weights read chance level here (0.50-0.67)."""
     embedder, detector = Embedder(default_fp32["embedder"]), Detector(default_fp32["detector"])
-    accuracies = []
+    as_is = Detector(default_fp32["detector"], resync=False)
+    tracked, plain = [], []
     for text in MESSAGES:
         out = embed_video(clips["hd"], tmp_path / "hd.mp4", embedder, _bits(text), progress=False)
         again = reencode(out.output, tmp_path / "hd_crf30.mp4", 30)
-        accuracies.append(_read_accuracy(again, detector, text))
-    print(f"\n720p crf 23 then crf 30, default card: {accuracies}")
-    assert min(accuracies) >= 0.875 and pvalue(round(np.sum(accuracies) * 16), 48) <= 1e-10
+        tracked.append(_read_accuracy(again, detector, text))
+        plain.append(_read_accuracy(again, as_is, text))
+    print(f"\n720p crf 23 then crf 30, default card: tracked {tracked}, as is {plain}")
+    assert tracked == [1.0, 1.0, 1.0] and sum(tracked) >= sum(plain)
 
 
 def test_strength_buys_crf30_at_a_psnr_cost(compact_fp32, clips, tmp_path):

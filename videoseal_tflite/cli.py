@@ -212,6 +212,41 @@ def _synced_line(detection) -> str:
     )
 
 
+def _frame_accuracy_json(detection, message) -> dict:
+    per_frame = detection.frame_bit_accuracies(message)
+    return {
+        "mean": float(per_frame.mean()),
+        "std": float(per_frame.std()),
+        "min": float(per_frame.min()),
+        "max": float(per_frame.max()),
+        "per_frame": [float(v) for v in per_frame],
+        "frame_indices": [int(i) for i in detection.frame_indices],
+    }
+
+
+def _tracking_json(detection) -> dict:
+    import numpy as np
+
+    from .video import DRIFT_REACH, DRIFT_STEP
+
+    shifts = detection.frame_shifts
+    return {
+        "frames_moved": int((np.abs(shifts).max(axis=1) > 0).sum()),
+        "largest_shift": float(np.abs(shifts).max()),
+        "step": DRIFT_STEP,
+        "reach": DRIFT_REACH,
+        "per_frame_shift": [[float(dx), float(dy)] for dx, dy in shifts],
+    }
+
+
+def _tracking_line(tracking: dict) -> str:
+    return (
+        f"tile tracked: {tracking['frames_moved']} of {len(tracking['per_frame_shift'])} frames read with the grid "
+        f"moved (up to {tracking['largest_shift']:g} px at the processing size: the codec drags the mark with the "
+        "picture; --no-resync reads as is)"
+    )
+
+
 def _detection_logit_note(meta: dict) -> str | None:
     """Why the detector's column 0 (detection logit) says nothing, or None when it was trained with the weights."""
     if "random-init" in str(meta.get("weights_label", "")):
@@ -246,7 +281,8 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
         preset=args.preset,
         progress=sys.stderr.isatty(),
     )
-    detection = detect_video(args.output, Detector(detector_path, args.threads))
+    # the saved file must read back as is, as for an image
+    detection = detect_video(args.output, Detector(detector_path, args.threads, resync=False))
     verdict = decide(detection.bits, message, args.fpr)
     report = {
         "output": str(args.output),
@@ -369,20 +405,14 @@ def _detect_video(args: argparse.Namespace, detector, message, detector_path: Pa
         "detection_logit": None if note else float(np.mean(detection.detection_logits)),
         "detection_logit_note": note or "mean over the frames read",
     }
+    if detection.tracked:
+        report["tile_tracking"] = _tracking_json(detection)
     if message is not None:
         verdict = decide(detection.bits, message, args.fpr)
-        per_frame = detection.frame_bit_accuracies(message)
         report |= {
             "bit_accuracy": detection.bit_accuracy(message),
             **verdict.to_json(),
-            "frame_bit_accuracy": {
-                "mean": float(per_frame.mean()),
-                "std": float(per_frame.std()),
-                "min": float(per_frame.min()),
-                "max": float(per_frame.max()),
-                "per_frame": [float(v) for v in per_frame],
-                "frame_indices": [int(i) for i in detection.frame_indices],
-            },
+            "frame_bit_accuracy": _frame_accuracy_json(detection, message),
         }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -394,6 +424,8 @@ def _detect_video(args: argparse.Namespace, detector, message, detector_path: Pa
     )
     logit = f"n/a ({note})" if note else f"{report['detection_logit']:.3f} (mean over frames)"
     print(f"detection logit: {logit}")
+    if detection.tracked:
+        print(_tracking_line(report["tile_tracking"]))
     if message is not None:
         spread = report["frame_bit_accuracy"]
         print(
@@ -728,8 +760,9 @@ def _add_embed_and_detect(sub) -> None:
     detect.add_argument(
         "--no-resync",
         action="store_true",
-        help="image: read as is only; by default a card that declares its watermark tile re-finds it in a crop "
-        "when the as-is reading is unsure (p-values then count every reading tried)",
+        help="read as is only. By default a card that declares its watermark tile re-finds it: in an image crop "
+        "when the as-is reading is unsure (p-values then count every reading tried), and in every video frame "
+        "the codec may have dragged it (3 x 3 half-pixel shifts around the last frame's)",
     )
     detect.add_argument(
         "--fpr",

@@ -230,7 +230,8 @@ class Embedder:
 
 class Detector:
     """`resync`: when the card declares its watermark tile (`tile_period`) and the as-is reading is unsure, look for
-    the tile at another scale and phase (a crop read as is; `resync.py`)."""
+    the tile at another scale and phase (a crop read as is; `resync.py`); video reads track the tile from frame to
+    frame (`video.TileTracker`). False: read at the grid only."""
 
     def __init__(self, path: Path, threads: int = 2, resync: bool = True) -> None:
         self.model = _Model(path, threads)

@@ -18,6 +18,12 @@ When the bits are the best of several readings (`hypotheses`: a crop re-synchron
 alone matches by luck with the binomial probability, the chance that any of them does is at most that many times
 it. It is conservative: the choice never looks at the message, so for a message drawn at random the plain p-value
 would already hold.
+
+A video whose tile is tracked (`video.TileTracker`: each frame read at the most confident of 9 shifts, then
+averaged over frames) keeps the plain p-value. Bonferroni over 9 choices per frame would be 9**frames and say
+nothing, while the argument above holds as it stands: the choice is made by confidence, before any message is
+seen. Measured on nine unmarked 720p pans (`scripts/video_tracking.py`), read tracked, the bits matched 50 random
+messages in 7.7-8.4 of 16 on average per clip (at most 13), as read as is (7.6-8.1, at most 13).
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ detect_video(input, every=N, aggregation):
   1. decode every N-th frame -> x as float RGB in [0,1]
   2. x_s = resize(x, S x S)   bilinear WITHOUT antialiasing: `extract_message` passes antialias=False
   3. bit_logits_f = detector.tflite(x_s)                                                     [F,nbits]
+     when the card declares its watermark tile (and not --no-resync; `TileTracker`): the codec drags the tile
+     with the picture in P frames, so x_s is sampled at the 3 x 3 shifts 0.5 px apart (at S) around the last
+     frame's, within 1 px of the grid, and the most confident reading is kept; cards without a tile (videoseal's
+     own) read at the grid only, as `extract_message` does
   4. soft bits = aggregate over frames (videoseal's `extract_message`):
        avg          mean_f(p_f)
        squared_avg  mean_f(p_f * |p_f|)
@@ -110,23 +114,28 @@ def card_step_size(meta: dict) -> int:
     return DEFAULT_STEP_SIZE
 
 
-def resize_bilinear_plain(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_bilinear_plain(
+    planes: np.ndarray, height: int, width: int, shift: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """[C,H,W] float -> [C,height,width] float32, torch's `F.interpolate(mode='bilinear', align_corners=False,
-    antialias=False)`: each output pixel mixes the 2x2 input pixels around its centre, whatever the scale."""
+    antialias=False)`: each output pixel mixes the 2x2 input pixels around its centre, whatever the scale.
+    `shift` (dx, dy), in output pixels, moves the sampling grid (edges repeat); (0, 0) is torch's exactly."""
     planes = np.asarray(planes, dtype=np.float32)
     _, in_h, in_w = planes.shape
-    if (in_h, in_w) == (height, width):
+    if (in_h, in_w) == (height, width) and shift == (0.0, 0.0):
         return planes.copy()
-    y0, y1, ly = _source_index(in_h, height)
-    x0, x1, lx = _source_index(in_w, width)
+    y0, y1, ly = _source_index(in_h, height, shift[1])
+    x0, x1, lx = _source_index(in_w, width, shift[0])
     rows = planes[:, y0, :] * (1 - ly)[None, :, None] + planes[:, y1, :] * ly[None, :, None]
     return (rows[:, :, x0] * (1 - lx)[None, None, :] + rows[:, :, x1] * lx[None, None, :]).astype(np.float32)
 
 
-def _source_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """torch's area_pixel_compute_source_index + guard_index_and_lambda, in float32 like torch's CPU kernel."""
+def _source_index(n_in: int, n_out: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's area_pixel_compute_source_index + guard_index_and_lambda, in float32 like torch's CPU kernel;
+    `shift` output pixels added to every source position (0: torch's)."""
     scale = np.float32(n_in / n_out)
-    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    src = (np.arange(n_out, dtype=np.float32) + np.float32(0.5 + shift)) * scale - np.float32(0.5)
+    src = np.maximum(src, np.float32(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
@@ -560,6 +569,8 @@ class VideoDetection:
     aggregation: str
     soft_bits: np.ndarray  # [nbits] aggregated
     frames_decoded: int
+    frame_shifts: np.ndarray  # [F,2] (dx, dy) each frame was read at, px at the processing size (`TileTracker`)
+    tracked: bool  # the tile was tracked (the card declares one, and resync was not turned off)
 
     @property
     def bits(self) -> np.ndarray:
@@ -575,17 +586,78 @@ class VideoDetection:
         return (self.frame_bits() == np.asarray(message).astype(bool)[None]).mean(axis=1)
 
 
-def frame_logits(frame: np.ndarray, detector: Detector) -> tuple[np.ndarray, float]:
+def frame_logits(
+    frame: np.ndarray, detector: Detector, shift: tuple[float, float] = (0.0, 0.0)
+) -> tuple[np.ndarray, float]:
     """One HxWx3 uint8 RGB frame -> ([nbits] bit logits, detection logit), read as `extract_message` reads it
-    (non-antialiased bilinear resize to the detector's size)."""
-    x = frame.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    out = detector.model(image=resize_bilinear_plain(x, detector.size, detector.size)[None])
+    (non-antialiased bilinear resize to the detector's size); `shift` moves the sampling grid (`TileTracker`)."""
+    return _small_logits(_FrameSampler(frame, detector.size)(shift), detector)
+
+
+class _FrameSampler:
+    """`resize_bilinear_plain(frame as [3,H,W] float in [0,1], S, S, shift)`, value for value, but only the rows
+    it samples are converted to float, once per vertical shift."""
+
+    def __init__(self, frame: np.ndarray, size: int) -> None:
+        self.frame, self.size, self.rows = frame, size, {}
+
+    def _rows(self, dy: float) -> np.ndarray:
+        if dy not in self.rows:
+            y0, y1, ly = _source_index(self.frame.shape[0], self.size, dy)
+            top, bottom = (self.frame[i].astype(np.float32) / np.float32(255) for i in (y0, y1))
+            self.rows[dy] = top * (1 - ly)[:, None, None] + bottom * ly[:, None, None]  # [S,W,3]
+        return self.rows[dy]
+
+    def __call__(self, shift: tuple[float, float]) -> np.ndarray:
+        rows = self._rows(shift[1])
+        x0, x1, lx = _source_index(self.frame.shape[1], self.size, shift[0])
+        small = rows[:, x0, :] * (1 - lx)[None, :, None] + rows[:, x1, :] * lx[None, :, None]
+        return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _small_logits(small: np.ndarray, detector: Detector) -> tuple[np.ndarray, float]:
+    out = detector.model(image=small[None])
     return out["bit_logits"][0].astype(np.float32), float(out["detection_logit"].reshape(-1)[0])
+
+
+# Step 3 when the card declares its tile (issue #14). In a P frame the codec predicts each block from the previous
+# frame moved by its motion vector, and at CRF 30 the residual that would put the static tile back is quantised
+# away: the tile drifts with the picture, by up to ~1.5 px at the processing size over a pan's group of pictures.
+DRIFT_STEP = 0.5  # px at the processing size between the shifts tried
+DRIFT_REACH = 1.0  # the farthest shift tried from the grid, px at the processing size
+
+
+class TileTracker:
+    """Reads each frame at the sampling shift where the tile shows best: the 3 x 3 shifts DRIFT_STEP apart around
+    the previous frame's (the first frame: around the grid), within DRIFT_REACH of the grid; the most confident
+    reading (mean over bits of |tanh(logit / 2)|, `resync.agreement`) is kept. The choice never sees a message."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector, self.shift = detector, (0.0, 0.0)
+
+    def candidates(self) -> list[tuple[float, float]]:
+        steps = (-DRIFT_STEP, 0.0, DRIFT_STEP)
+        near = {(_within_reach(self.shift[0] + dx), _within_reach(self.shift[1] + dy)) for dy in steps for dx in steps}
+        return sorted(near)
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
+        from .resync import agreement
+
+        sample = _FrameSampler(frame, self.detector.size)
+        readings = {shift: _small_logits(sample(shift), self.detector) for shift in self.candidates()}
+        self.shift = max(readings, key=lambda s: float(np.abs(agreement(readings[s][0][None])).mean()))
+        bits, detection = readings[self.shift]
+        return bits, detection, self.shift
+
+
+def _within_reach(value: float) -> float:
+    return float(min(max(value, -DRIFT_REACH), DRIFT_REACH))
 
 
 def _read(frames: Iterable[np.ndarray | None], detector: Detector, aggregation: str, bar=None) -> VideoDetection:
     """Steps 2-5 of detect_video over decoded frames; None marks a frame skipped by `every`."""
-    indices, logits, det = [], [], []
+    tracker = TileTracker(detector) if detector.tile_period else None
+    indices, logits, det, shifts = [], [], [], []
     count = 0
     for index, frame in enumerate(frames):
         count += 1
@@ -593,15 +665,23 @@ def _read(frames: Iterable[np.ndarray | None], detector: Detector, aggregation: 
             bar.update(1)
         if frame is None:
             continue
-        bits, detection = frame_logits(frame, detector)
+        bits, detection, shift = tracker(frame) if tracker else (*frame_logits(frame, detector), (0.0, 0.0))
         indices.append(index)
         logits.append(bits)
         det.append(detection)
+        shifts.append(shift)
     if not logits:
         raise InvalidVideo("no video frames to read")
     stacked = np.stack(logits)
     return VideoDetection(
-        np.array(indices), stacked, np.array(det, np.float32), aggregation, aggregate(stacked, aggregation), count
+        np.array(indices),
+        stacked,
+        np.array(det, np.float32),
+        aggregation,
+        aggregate(stacked, aggregation),
+        count,
+        np.array(shifts, np.float32),
+        tracker is not None,
     )
 
 
