@@ -20,7 +20,9 @@ detect(image):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -35,19 +37,28 @@ MIN_SIDE = 32
 
 def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
     """[C,H,W] float32 -> [C,height,width]; Pillow's BILINEAR is the antialiased triangle filter torch's
-    `F.interpolate(mode='bilinear', align_corners=False, antialias=True)` reproduces."""
+    `F.interpolate(mode='bilinear', align_corners=False, antialias=True)` reproduces. The planes are resized in
+    parallel (Pillow lets go of the GIL while it resamples)."""
     if planes.shape[1:] == (height, width):
         return planes.astype(np.float32, copy=True)
-    return np.stack(
-        [
-            np.asarray(
-                Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize(
-                    (width, height), Image.Resampling.BILINEAR
-                )
-            )
-            for p in planes
-        ]
-    ).astype(np.float32)
+
+    def resize(plane: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+
+    return np.stack(each_plane(resize, planes)).astype(np.float32)
+
+
+def each_plane(fn: Callable[[np.ndarray], np.ndarray], planes: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """[fn(plane) for plane in planes], run on up to three threads (one per colour plane)."""
+    return list(_plane_pool().map(fn, planes))
+
+
+@functools.lru_cache(maxsize=1)
+def _plane_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=3, thread_name_prefix="vst-plane")
 
 
 def _conv_same(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -22,8 +22,10 @@ embed_video(input, output, message, step_size K):
      as far as the container allows: .mp4/.mov keep any of >= 10000 ticks/s, .mkv always counts milliseconds),
      the display matrix (rotation/flip) copied, audio streams copied packet by packet (not re-encoded),
      container and stream metadata (title, language, ...) copied
+     step 6 runs on a second thread, one frame behind steps 1-5 (the container itself is only touched from the
+     main thread); the file is byte for byte what the same steps in one thread write
   7. written to a temp file beside the output, renamed at the end: an error or Ctrl-C leaves no output
-Memory stays bounded by one frame, the key frame's watermark and libx264's lookahead (about 420 MB peak at
+Memory stays bounded by two frames, the key frame's watermark and libx264's lookahead (about 420 MB peak at
 720p whether the clip has 24 or 288 frames).
 detect_video(input, every=N, aggregation):
   1. decode every N-th frame -> x as float RGB in [0,1]
@@ -58,7 +60,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidMessage, InvalidVideo, UnsupportedOutput, VsTfliteError
-from .runtime import Detector, Embedder, blend, resize_bilinear, to_uint8
+from .runtime import Detector, Embedder, blend, each_plane, resize_bilinear, to_uint8
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 # H.264 + copied audio: containers that hold both (webm only takes VP8/VP9/AV1)
@@ -213,19 +215,21 @@ class _FrameWatermarker:
 
 
 def _additive_delta(watermark: np.ndarray, height: int, width: int, scale: float) -> np.ndarray:
-    """round(scale * upsampled watermark) as HxWx3 int16. The upsampling is `runtime.resize_bilinear`'s (Pillow,
-    bit for bit), written straight into HxWx3. A frame plus it, clipped, is `to_uint8(blend(...))` except where the
-    float sum sits at a rounding tie: on 8 frames of a 720p pan (compact card) 93 of 22 million values, 1 in
-    240,000, were one level off."""
-    if watermark.shape[1:] == (height, width):
-        delta = np.ascontiguousarray(watermark.transpose(1, 2, 0), dtype=np.float32)
-    else:
-        delta = np.empty((height, width, watermark.shape[0]), np.float32)
-        for c, plane in enumerate(watermark):
-            image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
-            delta[..., c] = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
-    delta *= np.float32(scale)
-    return np.rint(delta).astype(np.int16)
+    """round(upsampled (scale * watermark)) as HxWx3 int16. The upsampling is `runtime.resize_bilinear`'s (Pillow),
+    each plane rounded straight into HxWx3; scaling the 128-px watermark before upsampling instead of after saves
+    two passes over the full frame and moves 6 of 66 million values one level (24 key frames of a 720p pan). A
+    frame plus it, clipped, is `to_uint8(blend(...))` except where the float sum sits at a rounding tie: on 8
+    frames of a 720p pan (compact card) 93 of 22 million values, 1 in 240,000, were one level off."""
+    delta = np.empty((height, width, watermark.shape[0]), np.int16)
+
+    def plane_delta(c: int) -> None:
+        scaled = np.ascontiguousarray(watermark[c] * np.float32(scale), dtype=np.float32)
+        if scaled.shape != (height, width):
+            scaled = np.asarray(Image.fromarray(scaled, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        delta[..., c] = np.rint(scaled)
+
+    each_plane(plane_delta, range(watermark.shape[0]))
+    return delta
 
 
 def watermark_frames(
@@ -241,7 +245,9 @@ def watermark_frames(
 
 @dataclasses.dataclass(frozen=True)
 class VideoEmbedResult:
-    """What `embed_video` wrote. Seconds are wall time summed over frames per stage."""
+    """What `embed_video` wrote. Seconds are wall time summed over frames per stage; `seconds_encode` is the time
+    the main thread waited for the encoder thread (and flushed it), so the stages overlap and their sum can be less
+    than the run's wall time less its setup."""
 
     output: Path
     frames: int
@@ -333,6 +339,8 @@ class _Writer:
         self.pending_audio: list = []  # audio packets demuxed before the first video frame set up the header
         self.last_pts: int | None = None
         self.colour: dict[str, int] = {}
+        self.pool = None  # the encoder thread (`frame`)
+        self.in_flight = None  # the previous frame's encode
 
     def start(self, first_frame, width: int, height: int) -> None:
         """Configure every stream before the header is written (the display matrix lives in the header)."""
@@ -390,6 +398,14 @@ class _Writer:
         self.container.mux(packet)
 
     def frame(self, pixels: np.ndarray, source_frame) -> None:
+        """Hand the frame to the encoder thread; first mux what the previous frame's encode gave (so at most one
+        frame is in flight, and the container is only touched from this thread)."""
+        pts = self._pts(source_frame)
+        self._collect()
+        self.in_flight = self._encoder().submit(self._encode, pixels, pts)
+
+    def _encode(self, pixels: np.ndarray, pts: int) -> list:
+        """RGB -> yuv420p (the input's colour matrix and range) -> libx264; run on the encoder thread."""
         import av
 
         out = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(
@@ -397,8 +413,20 @@ class _Writer:
         )
         for name, value in self.colour.items():
             setattr(out, name, value)
-        out.pts, out.time_base = self._pts(source_frame), self.video.codec_context.time_base
-        self.container.mux(self.video.encode(out))
+        out.pts, out.time_base = pts, self.video.codec_context.time_base
+        return self.video.encode(out)
+
+    def _encoder(self):
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-encode")
+        return self.pool
+
+    def _collect(self) -> None:
+        if self.in_flight is not None:
+            packets, self.in_flight = self.in_flight.result(), None
+            self.container.mux(packets)
 
     def _pts(self, source_frame) -> int:
         """The input's timestamp in the encoder's time base; made strictly increasing (x264 requires it)."""
@@ -415,12 +443,23 @@ class _Writer:
         return pts
 
     def finish(self) -> None:
+        self._collect()
         self.container.mux(self.video.encode(None))
         self.container.close()
+        self._stop_encoder()
 
     def abandon(self) -> None:
+        with contextlib.suppress(BaseException):
+            if self.in_flight is not None:
+                self.in_flight.result()
+        self._stop_encoder()
         with contextlib.suppress(Exception):
             self.container.close()
+
+    def _stop_encoder(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
 
 def embed_video(
