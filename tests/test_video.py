@@ -30,7 +30,7 @@ from videoseal_tflite.video import (
     detect_frames,
     detect_video,
     embed_video,
-    resize_bilinear_plain,
+    plain_resize,
     watermark_frames,
 )
 
@@ -247,9 +247,23 @@ def test_plain_resize_matches_torch(src, dst):
     import torch
     import torch.nn.functional as F
 
-    x = np.random.default_rng(0).random((3, *src), dtype=np.float32)
-    ref = F.interpolate(torch.from_numpy(x)[None], size=dst, mode="bilinear", align_corners=False, antialias=False)[0]
-    assert np.abs(resize_bilinear_plain(x, *dst) - ref.numpy()).max() < 2e-6
+    frame = np.random.default_rng(0).integers(0, 256, (*src, 3), dtype=np.uint8)
+    x = torch.from_numpy(frame).permute(2, 0, 1).float()[None] / 255
+    ref = F.interpolate(x, size=dst, mode="bilinear", align_corners=False, antialias=False)[0]
+    assert np.abs(plain_resize(frame, dst[0]) - ref.numpy()).max() < 2e-6
+
+
+@pytest.mark.fast
+def test_plain_resize_shift_moves_the_grid():
+    """At scale 1 a shift of whole pixels reads the neighbour (the edge repeats), half a pixel the mean of two."""
+    frame = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    x = frame.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    right = plain_resize(frame, 128, (1.0, 0.0))
+    assert np.array_equal(right[:, :, :-1], x[:, :, 1:]) and np.array_equal(right[:, :, -1], x[:, :, -1])
+    up = plain_resize(frame, 128, (0.0, -1.0))
+    assert np.array_equal(up[:, 1:], x[:, :-1]) and np.array_equal(up[:, 0], x[:, 0])
+    half = plain_resize(frame, 128, (0.5, 0.0))
+    assert np.allclose(half[:, :, :-1], (x[:, :, :-1] + x[:, :, 1:]) / 2, atol=1e-6)
 
 
 @pytest.mark.fast
