@@ -8,6 +8,7 @@ then the unmarked pans, read both ways, against 50 random messages (chance is 8 
 default card (`make convert`).
 
     .venv/bin/python scripts/video_tracking.py [--artifacts artifacts] [--card compact_robust] [--variant fp32]
+        [--size 1280x720]
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--card", default="compact_robust")
     parser.add_argument("--variant", default="fp32", help="the detector's variant (the embedder is FP32)")
+    parser.add_argument("--size", default="1280x720", help="the pans' WIDTHxHEIGHT (default 1280x720)")
     args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
     files = {(a.part, a.variant): p for a, p in Artifact.find(args.artifacts / args.card)}
     embedder = Embedder(files[("embedder", "fp32")])
     readers = {
@@ -61,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vst-tracking-") as tmp:
         for photo in PHOTOS:
             name = photo.split(":")[-1].split(".")[0]
-            pan = pan_frames(to_uint8(fullres_photo(photo).pixels), 1280, 720, 48)
+            pan = pan_frames(to_uint8(fullres_photo(photo).pixels), width, height, 48)
             source = write_clip(Path(tmp) / f"{name}.mp4", pan, crf=18)
             for how, detector in readers.items():
                 chance[how].append((detect_video(source, detector).bits[None] == random).sum(axis=1))
@@ -77,7 +80,7 @@ def main() -> None:
                         bits[attack, how] = bits.get((attack, how), 0) + matching
             print(f"{photo} done", flush=True)
     clips = len(PHOTOS) * len(MESSAGES)
-    print(f"\n{args.card} {args.variant} detector, {clips} clips of 48 frames at 1280x720")
+    print(f"\n{args.card} {args.variant} detector, {clips} clips of 48 frames at {width}x{height}")
     print("| attack | exact message, tracked | exact message, as is | bit accuracy, tracked | bit accuracy, as is |")
     print("|---|---|---|---|---|")
     for attack in ("as_written", *VIDEO_ATTACKS):
