@@ -19,10 +19,9 @@ import numpy as np
 
 from videoseal_tflite.artifact import Artifact
 from videoseal_tflite.atomic import write_text_atomic
-from videoseal_tflite.clips import pan_frames, write_clip
-from videoseal_tflite.images import fullres_photo
+from videoseal_tflite.clips import photo_pan_frames, write_clip
 from videoseal_tflite.robustness import reads_after_reencode
-from videoseal_tflite.runtime import Detector, Embedder, to_uint8
+from videoseal_tflite.runtime import Detector, Embedder
 
 STRENGTHS = (1.0, 1.5, 2.0, 3.0)
 SIZES = ((1280, 720), (640, 360))
@@ -57,8 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="vst-strength-") as tmp:
-        photo = to_uint8(fullres_photo("stereo_motorcycle").pixels)
-        clips = {f"{h}p": write_clip(Path(tmp) / f"clip{h}.mp4", pan_frames(photo, w, h, 24), crf=12) for w, h in SIZES}
+        clips = {
+            f"{h}p": write_clip(Path(tmp) / f"clip{h}.mp4", photo_pan_frames("stereo_motorcycle", w, h, 24), crf=12)
+            for w, h in SIZES
+        }
         for card in args.cards:
             for strength in STRENGTHS:
                 for size, clip in clips.items():

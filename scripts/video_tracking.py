@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.clips import VIDEO_ATTACKS, pan_frames, reencode_clip, write_clip
-from videoseal_tflite.images import EVAL_FULLRES_PHOTOS, fullres_photo
-from videoseal_tflite.runtime import Detector, Embedder, to_uint8
+from videoseal_tflite.clips import VIDEO_ATTACKS, photo_pan_clip, reencode_clip
+from videoseal_tflite.images import EVAL_FULLRES_PHOTOS
+from videoseal_tflite.runtime import Detector, Embedder
 from videoseal_tflite.video import detect_video, embed_video
 
 PHOTOS = ("chelsea", *EVAL_FULLRES_PHOTOS)
@@ -63,9 +63,7 @@ def main() -> None:
     random = np.random.default_rng(0).integers(0, 2, (50, 16)).astype(bool)
     with tempfile.TemporaryDirectory(prefix="vst-tracking-") as tmp:
         for photo in PHOTOS:
-            name = photo.split(":")[-1].split(".")[0]
-            pan = pan_frames(to_uint8(fullres_photo(photo).pixels), width, height, 48)
-            source = write_clip(Path(tmp) / f"{name}.mp4", pan, crf=18)
+            source = photo_pan_clip(Path(tmp), photo, width, height, 48, crf=18)
             for how, detector in readers.items():
                 chance[how].append((detect_video(source, detector).bits[None] == random).sum(axis=1))
             for message, versions in marked_versions(source, embedder, Path(tmp)):

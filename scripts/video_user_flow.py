@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from videoseal_tflite.clips import pan_frames, reencode_clip, write_clip
-from videoseal_tflite.images import EVAL_FULLRES_PHOTOS, fullres_photo
-from videoseal_tflite.runtime import to_uint8
+from videoseal_tflite.clips import photo_pan_clip, reencode_clip
+from videoseal_tflite.images import EVAL_FULLRES_PHOTOS
 
 PHOTOS = ("chelsea", *EVAL_FULLRES_PHOTOS)
 
@@ -33,10 +32,8 @@ def cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def read_after_crf30(photo: str, message: str, artifacts: Path, detect_options: list[str], tmp: Path) -> dict:
-    name = photo.split(":")[-1].split(".")[0]
-    source = write_clip(tmp / f"{name}.mp4", pan_frames(to_uint8(fullres_photo(photo).pixels), 1280, 720, 48),
-                        crf=18, audio=True)  # fmt: skip
-    marked, again = tmp / f"{name}_marked.mp4", tmp / f"{name}_crf30.mp4"
+    source = photo_pan_clip(tmp, photo, 1280, 720, 48, crf=18, audio=True)
+    marked, again = tmp / f"{source.stem}_marked.mp4", tmp / f"{source.stem}_crf30.mp4"
     cli("embed", str(source), str(marked), "--message", message, "--artifacts", str(artifacts))
     reencode_clip(marked, again, 30)
     detect = ["detect", str(again), "--message", message, "--json", *detect_options]

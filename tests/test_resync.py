@@ -14,8 +14,8 @@ from PIL import Image
 
 from videoseal_tflite.attacks import crop_area, crop_half_area
 from videoseal_tflite.cli import main
-from videoseal_tflite.clips import pan_frames, write_clip
-from videoseal_tflite.images import fullres_evaluation_image, fullres_photo, procedural_image
+from videoseal_tflite.clips import photo_pan_frames, write_clip
+from videoseal_tflite.images import fullres_evaluation_image, procedural_image
 from videoseal_tflite.runtime import Detector, Embedder, blend, load_image, round_8bit, to_uint8
 from videoseal_tflite.verdict import decide, pvalue
 from videoseal_tflite.video import TileTracker, frame_logits
@@ -104,7 +104,7 @@ def _dragged_frames(default_fp32, photo: str) -> tuple[np.ndarray, list[np.ndarr
     """A 1280x720 frame of a pan over `photo`, and that frame marked with its watermark moved by DRAG_PX along x,
     as a P frame carries it when motion compensation drags the mark with the picture (HxWx3 uint8 each)."""
     embedder = Embedder(default_fp32["embedder"])
-    frame = pan_frames(to_uint8(fullres_photo(photo).pixels), 1280, 720, 2)[0]
+    frame = photo_pan_frames(photo, 1280, 720, 2)[0]
     x = frame.transpose(2, 0, 1) / np.float32(255)
     w = embedder.watermark(x, MESSAGE)
     return frame, [

@@ -1,7 +1,8 @@
 """Generated video clips (no download) and the video attacks of the report (issue #14): what a platform does to
 an uploaded clip, done with PyAV's libx264 on the saved file.
 
-- `pan_clip`: a pan across a held-out photo, written near-losslessly (CRF 10), the clip validate marks;
+- `pan_frames` / `photo_pan_frames` / `photo_pan_clip`: a pan across a photo (a held-out one by name), as frames
+  or written to a clip;
 - `reencode_clip`: decode and encode again at a CRF, optionally at a smaller size and/or dropping frames.
 """
 
@@ -25,6 +26,22 @@ def pan_frames(photo: np.ndarray, width: int, height: int, count: int) -> list[n
     top = (big.shape[0] - height) // 2
     return [np.ascontiguousarray(big[top : top + height, x : x + width])
             for x in np.linspace(0, big.shape[1] - width, count).astype(int)]  # fmt: skip
+
+
+def photo_pan_frames(photo: str, width: int, height: int, count: int) -> list[np.ndarray]:
+    """`pan_frames` across a held-out photo by name (`images.fullres_photo`)."""
+    from .images import fullres_photo
+    from .runtime import to_uint8
+
+    return pan_frames(to_uint8(fullres_photo(photo).pixels), width, height, count)
+
+
+def photo_pan_clip(
+    folder: Path, photo: str, width: int, height: int, count: int, crf: int = 10, audio: bool = False
+) -> Path:
+    """`write_clip` of `photo_pan_frames`, named after the photo (matplotlib:grace_hopper.jpg -> grace_hopper.mp4)."""
+    name = Path(photo.split(":")[-1]).stem
+    return write_clip(Path(folder) / f"{name}.mp4", photo_pan_frames(photo, width, height, count), crf=crf, audio=audio)
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24, crf: int = 10, audio: bool = False) -> Path:

@@ -44,9 +44,14 @@ def agreement(logits: np.ndarray) -> np.ndarray:
     return np.tanh(np.asarray(logits, np.float64) / 2).mean(axis=0)
 
 
+def confidence(bit_logits: np.ndarray) -> float:
+    """How sure one [nbits] reading is: the mean over bits of |tanh(logit / 2)|, in [0, 1]."""
+    return float(np.abs(agreement(np.asarray(bit_logits)[None])).mean())
+
+
 def unsure(bit_logits: np.ndarray) -> bool:
     """True when a reading is too weak to trust as is (see SYNC_BELOW)."""
-    return float(np.abs(agreement(bit_logits[None])).mean()) < SYNC_BELOW
+    return confidence(bit_logits) < SYNC_BELOW
 
 
 def whitened_power(image: np.ndarray, resize: Callable) -> np.ndarray:
@@ -133,7 +138,7 @@ def resynchronise(
         first = {
             (ox, oy): read(canvas(planes, ox, oy, CANVASES[0], tile, size)) for oy in range(tile) for ox in range(tile)
         }
-        ranked = sorted(first, key=lambda phase: -np.abs(agreement(first[phase][None])).mean())
+        ranked = sorted(first, key=lambda phase: -confidence(first[phase]))
         for ox, oy in ranked[:PHASES_KEPT]:
             others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
             soft = agreement(np.stack([first[(ox, oy)], *others]))

@@ -136,11 +136,9 @@ VIDEO_CLIP = {"photo": "stereo_motorcycle", "width": 640, "height": 360, "frames
 
 def evaluation_clip(folder: Path) -> Path:
     """The report's test clip: a 1 s pan across a held-out photo at 640x360 (generated, near-lossless)."""
-    from .clips import pan_frames, write_clip
-    from .images import fullres_photo
+    from .clips import photo_pan_frames, write_clip
 
-    photo = to_uint8(fullres_photo(VIDEO_CLIP["photo"]).pixels)
-    frames = pan_frames(photo, VIDEO_CLIP["width"], VIDEO_CLIP["height"], VIDEO_CLIP["frames"])
+    frames = photo_pan_frames(VIDEO_CLIP["photo"], VIDEO_CLIP["width"], VIDEO_CLIP["height"], VIDEO_CLIP["frames"])
     return write_clip(Path(folder) / "clip.mp4", frames, VIDEO_CLIP["fps"])
 
 

@@ -252,14 +252,17 @@ class Detector:
         self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
         self.tile_period = int(meta["tile_period"]) if resync and meta.get("tile_period") else None
 
+    def logits(self, small: np.ndarray) -> tuple[np.ndarray, float]:
+        """[3,S,S] at the processing size -> ([nbits] bit logits, detection logit)."""
+        out = self.model(image=small[None])
+        return out["bit_logits"][0].astype(np.float32), float(out["detection_logit"].reshape(-1)[0])
+
     def read(self, small: np.ndarray) -> np.ndarray:
         """[3,S,S] at the processing size -> [nbits] bit logits."""
-        return self.model(image=small[None])["bit_logits"][0]
+        return self.logits(small)[0]
 
     def detect(self, image: np.ndarray) -> Detection:
-        small = resize_bilinear(image, self.size, self.size)
-        out = self.model(image=small[None])
-        logits, detection_logit = out["bit_logits"][0], float(out["detection_logit"].reshape(-1)[0])
+        logits, detection_logit = self.logits(resize_bilinear(image, self.size, self.size))
         if self.tile_period and unsure(logits):
             synced = resynchronise(image, self.read, self.tile_period, self.size, resize_bilinear)
             return Detection(synced.bit_logits, synced.bit_logits > 0, detection_logit, synced)

@@ -622,7 +622,7 @@ def frame_logits(
 ) -> tuple[np.ndarray, float]:
     """One HxWx3 uint8 RGB frame -> ([nbits] bit logits, detection logit), read as `extract_message` reads it
     (non-antialiased bilinear resize to the detector's size); `shift` moves the sampling grid (`TileTracker`)."""
-    return _small_logits(plain_resize(frame, detector.size, shift), detector)
+    return detector.logits(plain_resize(frame, detector.size, shift))
 
 
 class _FrameSampler:
@@ -646,11 +646,6 @@ class _FrameSampler:
         return np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32)
 
 
-def _small_logits(small: np.ndarray, detector: Detector) -> tuple[np.ndarray, float]:
-    out = detector.model(image=small[None])
-    return out["bit_logits"][0].astype(np.float32), float(out["detection_logit"].reshape(-1)[0])
-
-
 # Step 3 when the card declares its tile (issue #14). In a P frame the codec predicts each block from the previous
 # frame moved by its motion vector, and at CRF 30 the residual that would put the static tile back is quantised
 # away: the tile drifts with the picture, by up to ~1.5 px at the processing size over a pan's group of pictures.
@@ -661,7 +656,7 @@ DRIFT_REACH = 1.0  # the farthest shift tried from the grid, px at the processin
 class TileTracker:
     """Reads each frame at the sampling shift where the tile shows best: the 3 x 3 shifts DRIFT_STEP apart around
     the previous frame's (the first frame: around the grid), within DRIFT_REACH of the grid; the most confident
-    reading (mean over bits of |tanh(logit / 2)|, `resync.agreement`) is kept. The choice never sees a message."""
+    reading (`resync.confidence`: the mean over bits of |tanh(logit / 2)|) is kept. The choice never sees a message."""
 
     def __init__(self, detector: Detector) -> None:
         self.detector, self.shift = detector, (0.0, 0.0)
@@ -672,11 +667,11 @@ class TileTracker:
         return sorted(near)
 
     def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
-        from .resync import agreement
+        from .resync import confidence
 
         sample = _FrameSampler(frame, self.detector.size)
-        readings = {shift: _small_logits(sample(shift), self.detector) for shift in self.candidates()}
-        self.shift = max(readings, key=lambda s: float(np.abs(agreement(readings[s][0][None])).mean()))
+        readings = {shift: self.detector.logits(sample(shift)) for shift in self.candidates()}
+        self.shift = max(readings, key=lambda s: confidence(readings[s][0]))
         bits, detection = readings[self.shift]
         return bits, detection, self.shift
 
