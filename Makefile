@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-tflite
 STAMP := $(VENV)/.installed
 # Conversion defaults. The compact cards ship trained weights, so they convert offline:
-#   make convert                                  the default card (cli.DEFAULT_CARD: compact_robust), all variants + report
+#   make convert                                  the default card (store.artifact.DEFAULT_CARD: compact_robust), all variants + report
 #   make convert CARD=compact                     the same architecture with the 128-px weights
 #   make convert CARD=videoseal_1.0 CHECKPOINT=ckpt.pth
 #   make convert CARD=videoseal_0.0 RANDOM_INIT=0  official architecture, untrained (labelled random-init)
 #   make convert-official                         both official cards, random-init seed 0
 CARD ?=
 # empty CARD: the package's default card, read when the recipe runs (after setup), so it is written only in cli.py
-CARD_OR_DEFAULT = $(or $(CARD),$(shell $(PY) -c 'from videoseal_tflite.cli import DEFAULT_CARD; print(DEFAULT_CARD)'))
+CARD_OR_DEFAULT = $(or $(CARD),$(shell $(PY) -c 'from videoseal_tflite.store.artifact import DEFAULT_CARD; print(DEFAULT_CARD)'))
 CHECKPOINT ?=
 RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
@@ -85,7 +85,7 @@ setup-npu: $(NPU_VENV)/.installed
 $(NPU_VENV)/.installed: requirements-npu.lock
 	@test -x $(NPU_PY) || $(PYTHON) -m venv $(NPU_VENV)
 	$(NPU_PY) -m pip install -q --disable-pip-version-check --no-cache-dir --no-deps -r requirements-npu.lock
-	PYTHONPATH=. $(NPU_PY) -m videoseal_tflite.validate.npu --list-targets
+	PYTHONPATH=. $(NPU_PY) -m videoseal_tflite.tflite.npu --list-targets
 	@touch $@
 
 lock: $(STAMP)

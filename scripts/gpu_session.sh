@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 mkdir -p /tmp/site/av && echo "# stand-in: training never decodes video" >/tmp/site/av/__init__.py
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_MININTERVAL=60
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, videoseal, timm; from videoseal_tflite.robust_training import finetune_robust; \
+python3 -c "import torch, videoseal, timm; from videoseal_tflite.training.robust import finetune_robust; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'timm', timm.__version__)" || exit 1
 
 LANES=${2:-scripts/gpu_lanes/run5.sh}  # sets STEPS and `lanes` (name -> train_robust.py arguments)

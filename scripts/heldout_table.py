@@ -12,11 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.attacks import ATTACKS
-from videoseal_tflite.cli import DEFAULT_CARD
-from videoseal_tflite.images import fullres_evaluation_images
-from videoseal_tflite.robustness import (
+from videoseal_tflite.build.images import fullres_evaluation_images
+from videoseal_tflite.runtime.image import Detector, Embedder
+from videoseal_tflite.store.artifact import DEFAULT_CARD, Artifact
+from videoseal_tflite.validate.attacks import ATTACKS
+from videoseal_tflite.validate.robustness import (
     HELDOUT_MIN_PSNR_DB,
     HELDOUT_MINIMUM,
     TABLE_ATTACKS,
@@ -24,7 +24,6 @@ from videoseal_tflite.robustness import (
     markdown_header,
     markdown_row,
 )
-from videoseal_tflite.runtime import Detector, Embedder
 
 
 def main() -> None:

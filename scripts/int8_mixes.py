@@ -20,14 +20,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.atomic import write_text_atomic
-from videoseal_tflite.cards import load_card
-from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import calibrate_min_max, compare, quantize_bytes
-from videoseal_tflite.quantize.recipes import base_recipe, keep_float
-from videoseal_tflite.quantize.repairs import ELEMENTWISE_OPS, NORM_OPS
-from videoseal_tflite.validate.load_check import run_isolated
+from videoseal_tflite.build.cards import load_card
+from videoseal_tflite.build.pipeline import calibration_feeds, check_set
+from videoseal_tflite.build.quantize.recipes import base_recipe, keep_float
+from videoseal_tflite.build.quantize.repairs import ELEMENTWISE_OPS, NORM_OPS
+from videoseal_tflite.build.quantize.variant import calibrate_min_max, compare, quantize_bytes
+from videoseal_tflite.store.artifact import Artifact
+from videoseal_tflite.store.atomic import write_text_atomic
+from videoseal_tflite.tflite.load_check import run_isolated
 
 # name -> ops kept float on top of full int8 (float I/O always)
 MIXES: dict[str, list[str]] = {

@@ -19,16 +19,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.atomic import write_text_atomic
-from videoseal_tflite.cards import load_card
-from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import compare, quantize_bytes
-from videoseal_tflite.quantize.recipes import base_recipe, keep_float
-from videoseal_tflite.quantize.repairs import WEIGHT_OPS, scope_regex
-from videoseal_tflite.tflite_metadata import read_metadata
-from videoseal_tflite.validate.inspect_model import inspect_model
-from videoseal_tflite.validate.load_check import run_isolated
+from videoseal_tflite.build.cards import load_card
+from videoseal_tflite.build.pipeline import calibration_feeds, check_set
+from videoseal_tflite.build.quantize.recipes import base_recipe, keep_float
+from videoseal_tflite.build.quantize.repairs import WEIGHT_OPS, scope_regex
+from videoseal_tflite.build.quantize.variant import compare, quantize_bytes
+from videoseal_tflite.store.artifact import Artifact
+from videoseal_tflite.store.atomic import write_text_atomic
+from videoseal_tflite.tflite.inspect import inspect_model
+from videoseal_tflite.tflite.load_check import run_isolated
+from videoseal_tflite.tflite.metadata import read_metadata
 
 TOP_K = (2, 3, 5, 8, 12)
 

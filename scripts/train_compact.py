@@ -7,7 +7,7 @@
 import argparse
 from pathlib import Path
 
-from videoseal_tflite.training import TrainConfig, train
+from videoseal_tflite.training.curriculum import TrainConfig, train
 
 
 def main() -> None:

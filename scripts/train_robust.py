@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from videoseal_tflite.robust_training import RobustConfig, finetune_robust
+from videoseal_tflite.training.robust import RobustConfig, finetune_robust
 
 
 def main() -> None:

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.cli import DEFAULT_CARD
-from videoseal_tflite.clips import pan_frames, write_clip
-from videoseal_tflite.images import bundled_image, fullres_photo
-from videoseal_tflite.robustness import reads_after_reencode
-from videoseal_tflite.runtime import Detector, Embedder, to_uint8
+from videoseal_tflite.build.images import bundled_image, fullres_photo
+from videoseal_tflite.runtime.image import Detector, Embedder, to_uint8
+from videoseal_tflite.store.artifact import DEFAULT_CARD, Artifact
+from videoseal_tflite.validate.clips import pan_frames, write_clip
+from videoseal_tflite.validate.robustness import reads_after_reencode
 
 PHOTOS = {
     "train": [bundled_image(n) for n in ("hubble_deep_field", "retina", "clock", "brick")],

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.atomic import write_text_atomic
-from videoseal_tflite.clips import photo_pan_frames, write_clip
-from videoseal_tflite.robustness import reads_after_reencode
-from videoseal_tflite.runtime import Detector, Embedder
+from videoseal_tflite.runtime.image import Detector, Embedder
+from videoseal_tflite.store.artifact import Artifact
+from videoseal_tflite.store.atomic import write_text_atomic
+from videoseal_tflite.validate.clips import photo_pan_frames, write_clip
+from videoseal_tflite.validate.robustness import reads_after_reencode
 
 STRENGTHS = (1.0, 1.5, 2.0, 3.0)
 SIZES = ((1280, 720), (640, 360))

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from videoseal_tflite.artifact import Artifact
-from videoseal_tflite.clips import VIDEO_ATTACKS, photo_pan_clip, reencode_clip
-from videoseal_tflite.images import EVAL_FULLRES_PHOTOS
-from videoseal_tflite.runtime import Detector, Embedder
-from videoseal_tflite.video import detect_video, embed_video
+from videoseal_tflite.build.images import EVAL_FULLRES_PHOTOS
+from videoseal_tflite.runtime.image import Detector, Embedder
+from videoseal_tflite.runtime.video import detect_video, embed_video
+from videoseal_tflite.store.artifact import Artifact
+from videoseal_tflite.validate.clips import VIDEO_ATTACKS, photo_pan_clip, reencode_clip
 
 PHOTOS = ("chelsea", *EVAL_FULLRES_PHOTOS)
 MESSAGES = ("0110100110010110", "1100011010110001")  # scripts/video_user_flow.py's

@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from videoseal_tflite.clips import photo_pan_clip, reencode_clip
-from videoseal_tflite.images import EVAL_FULLRES_PHOTOS
+from videoseal_tflite.build.images import EVAL_FULLRES_PHOTOS
+from videoseal_tflite.validate.clips import photo_pan_clip, reencode_clip
 
 PHOTOS = ("chelsea", *EVAL_FULLRES_PHOTOS)
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "videoseal_tflite.cli", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "videoseal_tflite.cli.main", *argv], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"video_user_flow: `videoseal-tflite {argv[0]}` failed: {proc.stderr.strip()[-500:]}")
     return proc

@@ -22,8 +22,8 @@ def out_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded_models():
-    from videoseal_tflite.cards import load_card
-    from videoseal_tflite.weights import WeightSource, load_model
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.build.weights import WeightSource, load_model
 
     cache = {}
 
@@ -38,8 +38,8 @@ def loaded_models():
 @pytest.fixture(scope="session")
 def card_artifacts(out_root):
     """card name -> CardArtifacts (FP32 + every quantized variant), built once per session."""
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
 
     cache = {}
 
@@ -57,7 +57,7 @@ def card_artifacts(out_root):
 @pytest.fixture(scope="session")
 def unrewritten_detector_00(tmp_path_factory, loaded_models):
     """The 0.0 detector exported from the original graph (--no-rewrites)."""
-    from videoseal_tflite.convert.export import convert_part
+    from videoseal_tflite.build.convert.export import convert_part
 
     out = tmp_path_factory.mktemp("unrewritten")
     return convert_part(loaded_models("videoseal_0.0"), "detector", out, rewrites=False)
@@ -66,8 +66,8 @@ def unrewritten_detector_00(tmp_path_factory, loaded_models):
 @pytest.fixture(scope="session")
 def compact_artifacts(out_root):
     """The compact card with its bundled trained weights: FP32 + every variant."""
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
 
     return convert_card("compact", WeightSource(), out_root)
 
@@ -83,10 +83,10 @@ def compact_report(compact_artifacts):
 
 @pytest.fixture(scope="session")
 def default_fp32(out_root):
-    """`make convert`'s default card (cli.DEFAULT_CARD) with its bundled weights: the FP32 embedder and detector."""
-    from videoseal_tflite.cli import DEFAULT_CARD
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    """`make convert`'s default card (store.artifact.DEFAULT_CARD), bundled weights: FP32 embedder and detector."""
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
+    from videoseal_tflite.store.artifact import DEFAULT_CARD
 
     artifacts = convert_card(DEFAULT_CARD, WeightSource(), out_root, variants=(), progress=False)
     return {c.part: Path(c.path) for c in artifacts.converted}

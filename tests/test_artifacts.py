@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from videoseal_tflite.cli import main
-from videoseal_tflite.lock import output_lock
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.store.lock import output_lock
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_second_writer_gets_a_clear_message(tmp_path):
             [
                 sys.executable,
                 "-c",
-                "from videoseal_tflite.lock import output_lock, FolderLocked\n"
+                "from videoseal_tflite.store.lock import output_lock, FolderLocked\n"
                 f"try:\n    output_lock({str(tmp_path)!r}).__enter__()\nexcept FolderLocked as e:\n    print(e)",
             ],
             capture_output=True,
@@ -81,7 +81,7 @@ def test_sigterm_mid_conversion_leaves_no_partial_file(tmp_path):
         [
             sys.executable,
             "-m",
-            "videoseal_tflite.cli",
+            "videoseal_tflite.cli.main",
             "convert",
             "--card",
             "videoseal_0.0",

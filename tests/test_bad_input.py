@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from videoseal_tflite.cli import main
+from videoseal_tflite.cli.main import main
 
 
 def _run(capsys, *argv) -> tuple[int, list[str]]:
@@ -33,7 +33,7 @@ def test_unknown_card(tmp_path, capsys):
     "drop,field", [("args.nbits", "args.nbits"), ("extractor", "extractor"), ("embedder.model", "embedder.model")]
 )
 def test_card_missing_fields(tmp_path, capsys, drop, field):
-    from videoseal_tflite.cards import resolve_card_path
+    from videoseal_tflite.build.cards import resolve_card_path
 
     card = yaml.safe_load(resolve_card_path("videoseal_1.0").read_text())
     head, _, tail = drop.partition(".")
@@ -50,7 +50,7 @@ def test_card_missing_fields(tmp_path, capsys, drop, field):
 
 
 def test_card_unknown_field(tmp_path, capsys):
-    from videoseal_tflite.cards import resolve_card_path
+    from videoseal_tflite.build.cards import resolve_card_path
 
     path = tmp_path / "extra.yaml"
     path.write_text(resolve_card_path("videoseal_1.0").read_text() + "\nmystery_field: 1\n")
@@ -100,8 +100,8 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
 
 
 def test_nbits_mismatch(tmp_path, capsys):
-    from videoseal_tflite.cards import load_card, resolve_card_path
-    from videoseal_tflite.weights import build_architecture
+    from videoseal_tflite.build.cards import load_card, resolve_card_path
+    from videoseal_tflite.build.weights import build_architecture
 
     card = yaml.safe_load(resolve_card_path("videoseal_0.0").read_text())
     card["args"]["nbits"] = 32
@@ -132,7 +132,7 @@ def test_no_weights_names_random_init(tmp_path, capsys):
 
 def test_checkpoint_in_official_layout_loads(tmp_path, loaded_models):
     """The same code path that loads official checkpoints: {'model': state_dict, 'args': {...}}."""
-    from videoseal_tflite.weights import WeightSource, load_model
+    from videoseal_tflite.build.weights import WeightSource, load_model
 
     source = loaded_models("videoseal_1.0")
     ckpt = tmp_path / "y_256b_img.pth"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from videoseal_tflite.bench import bench_card, write_bench
-from videoseal_tflite.weights import WeightSource
+from videoseal_tflite.bench.models import bench_card, write_bench
+from videoseal_tflite.build.weights import WeightSource
 
 
 def test_bench_smoke(tmp_path):
@@ -35,7 +35,7 @@ def test_bench_smoke(tmp_path):
 
 def test_video_bench_smoke(compact_artifacts):
     """The video record at a CI-sized clip: ours per variant beside videoseal's PyTorch video mode."""
-    from videoseal_tflite.bench_video import bench_video, bench_video_markdown
+    from videoseal_tflite.bench.video import bench_video, bench_video_markdown
 
     record = bench_video(compact_artifacts.out_dir, sizes=((320, 180),), frames=12, variants=("fp32",))
     row = record["sizes"]["180p"]
@@ -50,7 +50,7 @@ def test_video_bench_smoke(compact_artifacts):
 
 def test_validate_scale_bench_smoke(compact_artifacts, tmp_path):
     """`bench --validate-scale` at a CI size: a child `validate --images` run on generated PNGs, its own peak RSS."""
-    from videoseal_tflite.bench_scale import bench_validate_scale, scale_markdown, write_scale
+    from videoseal_tflite.bench.scale import bench_validate_scale, scale_markdown, write_scale
 
     record = bench_validate_scale(compact_artifacts.out_dir, counts=(3,), workers=(1,), say=lambda _: None)
     (row,) = record["rows"]

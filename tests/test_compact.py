@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from videoseal_tflite.cards import load_card
-from videoseal_tflite.training import evaluate, heldout_set
-from videoseal_tflite.weights import WeightSource, load_model
+from videoseal_tflite.build.cards import load_card
+from videoseal_tflite.build.weights import WeightSource, load_model
+from videoseal_tflite.training.curriculum import evaluate, heldout_set
 
 MIN_BIT_ACCURACY = 0.97
 MIN_PSNR_DB = 35.0
@@ -54,8 +54,8 @@ def test_files_built_from_other_weights_are_refused():
     weights on disk are no longer the ones the file was built from, that is one clear error, not wrong numbers."""
     import pytest
 
+    from videoseal_tflite.build.weights import load_model_for_metadata
     from videoseal_tflite.errors import InvalidCheckpoint
-    from videoseal_tflite.weights import load_model_for_metadata
 
     meta = {"card": "compact", "weights": "compact", "weights_sha256": "0" * 64}
     with pytest.raises(InvalidCheckpoint, match="rebuild them"):
@@ -70,9 +70,9 @@ def test_default_card_heldout_table_at_full_resolution(default_fp32):
     Measured (scripts/heldout_table.py): clean 1.000, JPEG 80 1.000, JPEG 50 0.996, resize 0.5x 1.000, crop 50 %
     area 0.914 (read as is: `detect` re-finds the mark's tile, `resync.py`), H.264 CRF 23 1.000, 38.8 dB. Every
     row of the minimum is asserted."""
-    from videoseal_tflite.images import fullres_evaluation_images
-    from videoseal_tflite.robustness import HELDOUT_MIN_PSNR_DB, HELDOUT_MINIMUM, evaluate
-    from videoseal_tflite.runtime import Detector, Embedder
+    from videoseal_tflite.build.images import fullres_evaluation_images
+    from videoseal_tflite.runtime.image import Detector, Embedder
+    from videoseal_tflite.validate.robustness import HELDOUT_MIN_PSNR_DB, HELDOUT_MINIMUM, evaluate
 
     embedder, detector = Embedder(default_fp32["embedder"]), Detector(default_fp32["detector"])
     result = evaluate(embedder, detector, fullres_evaluation_images(), 4)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from videoseal_tflite.convert.wrappers import export_module, sample_inputs
-from videoseal_tflite.tflite_metadata import read_metadata
-from videoseal_tflite.validate.inspect_model import inspect_model
+from videoseal_tflite.build.convert.wrappers import export_module, sample_inputs
+from videoseal_tflite.tflite.inspect import inspect_model
+from videoseal_tflite.tflite.metadata import read_metadata
 
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
 
@@ -77,7 +77,7 @@ def test_no_temp_files_left(card_artifacts, out_root):
 
 
 def test_metadata_roundtrip(card_artifacts, tmp_path):
-    from videoseal_tflite.tflite_metadata import with_metadata
+    from videoseal_tflite.tflite.metadata import with_metadata
 
     fp32 = next(r for r in card_artifacts("videoseal_1.0").converted if r.part == "detector")
     once = with_metadata(fp32.path.read_bytes(), {"card": "x", "nbits": 16})

@@ -15,8 +15,8 @@ def _hashes(folder):
 def test_official_vit_detector_rerun_is_byte_identical(card_artifacts, tmp_path):
     """videoseal_0.0 (random-init): the ViT detector's FP32 file and its full-int8 variant (calibration, repairs)
     come out byte-identical from a second conversion in a fresh folder."""
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
 
     first = card_artifacts("videoseal_0.0")
     again = convert_card(

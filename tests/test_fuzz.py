@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from videoseal_tflite.errors import InvalidModelFile
-from videoseal_tflite.validate.inspect_model import inspect_model
-from videoseal_tflite.validate.load_check import LoadResult
+from videoseal_tflite.tflite.inspect import inspect_model
+from videoseal_tflite.tflite.load_check import LoadResult
 
 EXAMPLES = int(os.environ.get("VIDEOSEAL_TFLITE_FUZZ_EXAMPLES", "12"))
 RANDOM = os.environ.get("VIDEOSEAL_TFLITE_FUZZ_RANDOM", "") not in ("", "0")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videoseal_tflite.cli import main
+from videoseal_tflite.cli.main import main
 
 ERROR_LINE = re.compile(r"^videoseal-tflite: error: (\w+): \S")
 MESSAGE = "0110100110010110"  # 16 bits: the compact card
@@ -122,7 +122,7 @@ def _compact_state(nbits: int | None = None):
 
 
 def _card_with(ctx, text_edit) -> Path:
-    from videoseal_tflite.cards import resolve_card_path
+    from videoseal_tflite.build.cards import resolve_card_path
 
     path = ctx["tmp"] / "card.yaml"
     path.write_text(text_edit(resolve_card_path("compact").read_text()))
@@ -357,7 +357,7 @@ def test_full_disk_during_quantize_leaves_nothing(ctx, capsys, monkeypatch):
     root = _copy_compact(ctx, ctx["tmp"] / "art")
     before = sorted(p.name for p in root.rglob("*"))
     real_write = pathlib.Path.write_bytes
-    from videoseal_tflite.lock import LOCK_NAME  # the flock file stays by design; it holds no data
+    from videoseal_tflite.store.lock import LOCK_NAME  # the flock file stays by design; it holds no data
 
     def full_disk(self, data):
         if ".tmp-" in self.name and self.name.endswith(".tflite.tmp-" + str(os.getpid())):

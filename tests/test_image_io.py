@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from videoseal_tflite.cli import main
-from videoseal_tflite.image_io import read_image, reset_orientation, write_image
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.runtime.image_io import read_image, reset_orientation, write_image
 
 MESSAGE = "0110100110010110"  # 16 bits: the compact card
 ORIENTATION = 0x0112
@@ -24,8 +24,8 @@ WARNING = "videoseal-tflite: warning: the saved file reads back with bit accurac
 @pytest.fixture(scope="module")
 def root(out_root) -> Path:
     """Only the compact card's FP32 files (shared with `compact_artifacts` when the whole suite runs)."""
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
 
     convert_card("compact", WeightSource(), out_root, variants=(), progress=False)
     return out_root
@@ -33,8 +33,8 @@ def root(out_root) -> Path:
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    from videoseal_tflite.images import fullres_photo
-    from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.build.images import fullres_photo
+    from videoseal_tflite.runtime.image import to_uint8
 
     return to_uint8(fullres_photo("astronaut").pixels)  # HxWx3 uint8
 
@@ -138,8 +138,8 @@ def _little_endian(exif: Image.Exif) -> bytes:
 
 def _gray_bit_accuracies(root: Path, photo: np.ndarray, count: int = 4) -> tuple[float, float]:
     """Mean bit accuracy of the compact card on a gray photo: written as RGB, and converted back to L."""
-    from videoseal_tflite.images import to_rgb_float
-    from videoseal_tflite.runtime import Detector, Embedder, round_8bit
+    from videoseal_tflite.runtime.image import Detector, Embedder, round_8bit
+    from videoseal_tflite.runtime.image_io import to_rgb_float
 
     folder = root / "compact"
     embedder, detector = Embedder(folder / "embedder_128_fp32.tflite"), Detector(folder / "detector_128_fp32.tflite")

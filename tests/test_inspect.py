@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from videoseal_tflite.cli import main
-from videoseal_tflite.quantize.recipes import base_recipe
-from videoseal_tflite.validate.inspect_model import inspect_model
+from videoseal_tflite.build.quantize.recipes import base_recipe
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.tflite.inspect import inspect_model
 
 
 def _fp32(card_artifacts, card, part):
@@ -68,7 +68,7 @@ def test_seed_bug_reproduced_and_flagged(unrewritten_detector_00, tmp_path, caps
 
 
 def test_seed_bug_second_opinion_tf_lite(unrewritten_detector_00, tmp_path):
-    from videoseal_tflite.validate.load_check import load_check
+    from videoseal_tflite.tflite.load_check import load_check
 
     naive = _naive_dynamic_int8(unrewritten_detector_00.path, tmp_path / "naive.tflite")
     result = load_check(naive, runtime="tflite")
@@ -87,7 +87,7 @@ def test_inspect_json_lists_every_op(card_artifacts, capsys):
 
 def test_xnnpack_coverage_adds_up_and_names_reference_kernels(compact_artifacts, unrewritten_detector_00):
     """Read from the interpreter's node list after delegation: N of M, the ops XNNPACK left, Q/DQ crossings."""
-    from videoseal_tflite.validate.coverage import xnnpack_coverage
+    from videoseal_tflite.tflite.coverage import xnnpack_coverage
 
     files = {(p.name.split("_")[0], p.name.split("_", 2)[2].split(".")[0]): p
              for p in compact_artifacts.out_dir.glob("*.tflite")}  # fmt: skip
@@ -124,7 +124,7 @@ def test_inspect_prints_coverage(compact_artifacts, capsys):
 
 
 def test_gpu_static_check_is_labelled_and_parsed(compact_artifacts):
-    from videoseal_tflite.validate.gpu import gpu_static_check, parse_analyzer
+    from videoseal_tflite.tflite.gpu import gpu_static_check, parse_analyzer
 
     path = next(compact_artifacts.out_dir.glob("detector_128_int8*.tflite"))
     result = gpu_static_check(path)
@@ -142,8 +142,8 @@ def test_op_profile_agrees_with_the_execution_plan(compact_artifacts):
     """LiteRT's own profiler (ctypes on libLiteRt.so): every profiled run recorded, the operators' time a real part
     of the run's, and the built-in-kernel nodes it timed are exactly the ones `xnnpack_coverage` found undelegated
     (two readings of the runtime that share no code); int8 files run int8 XNNPACK kernels, FP32 files none."""
-    from videoseal_tflite.validate.coverage import xnnpack_coverage
-    from videoseal_tflite.validate.op_profile import profile_ops
+    from videoseal_tflite.tflite.coverage import xnnpack_coverage
+    from videoseal_tflite.tflite.op_profile import profile_ops
 
     for variant in ("fp32", "int8"):
         path = next(compact_artifacts.out_dir.glob(f"detector_128_{variant}.tflite"))

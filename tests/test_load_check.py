@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from videoseal_tflite.validate.load_check import load_check, load_check_many
+from videoseal_tflite.tflite.load_check import load_check, load_check_many
 
 
 def test_files_share_a_child_and_a_hanging_file_costs_only_itself(compact_artifacts, tmp_path):

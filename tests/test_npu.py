@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from videoseal_tflite.cli import main
-from videoseal_tflite.validate import npu
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.tflite import npu
 
 # apply_plugin_main's output, trimmed, as ai-edge-litert 2.3.0 printed it here (README, "NPU (offline AOT compile)")
 QUALCOMM_TEXT = """apply_plugin failed to apply plugin. See /tmp/tmpx.error for details.
@@ -89,7 +89,7 @@ def test_inspect_npu_unknown_target_and_missing_file(no_extra, capsys, some_file
 
 @pytest.mark.fast
 def test_child_without_the_extra_says_setup_npu(some_file):
-    cmd = [sys.executable, "-m", "videoseal_tflite.validate.npu", str(some_file), "--target", "qualcomm", "--json"]
+    cmd = [sys.executable, "-m", "videoseal_tflite.tflite.npu", str(some_file), "--target", "qualcomm", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == ""

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from videoseal_tflite.validate.load_check import load_check_many
-from videoseal_tflite.variants import spec, variant_names
+from videoseal_tflite.store.variants import spec, variant_names
+from videoseal_tflite.tflite.load_check import load_check_many
 
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
 PARTS = ["embedder", "detector"]

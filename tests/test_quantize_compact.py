@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videoseal_tflite.cards import load_card
-from videoseal_tflite.images import evaluation_images
-from videoseal_tflite.pipeline import calibration_feeds, check_set
-from videoseal_tflite.quantize.build import compare, quantize_bytes, quantize_variant
-from videoseal_tflite.quantize.recipes import base_recipe, keep_float
-from videoseal_tflite.tflite_metadata import io_quantization, read_metadata
-from videoseal_tflite.validate.inspect_model import inspect_model
-from videoseal_tflite.validate.load_check import load_check, load_check_many, run_isolated
-from videoseal_tflite.variants import variant_names
+from videoseal_tflite.build.cards import load_card
+from videoseal_tflite.build.images import evaluation_images
+from videoseal_tflite.build.pipeline import calibration_feeds, check_set
+from videoseal_tflite.build.quantize.recipes import base_recipe, keep_float
+from videoseal_tflite.build.quantize.variant import compare, quantize_bytes, quantize_variant
+from videoseal_tflite.store.variants import variant_names
+from videoseal_tflite.tflite.inspect import inspect_model
+from videoseal_tflite.tflite.load_check import load_check, load_check_many, run_isolated
+from videoseal_tflite.tflite.metadata import io_quantization, read_metadata
 
 VARIANTS = variant_names(quantized_only=True)
 
@@ -94,11 +94,11 @@ def test_a_new_variant_is_one_row_plus_its_recipe(compact_artifacts, tmp_path, m
     """Adding a variant: a row in variants.VARIANT_TABLE and its base recipe; nothing else is touched."""
     import shutil
 
-    from videoseal_tflite import variants
-    from videoseal_tflite.artifact import Artifact
-    from videoseal_tflite.pipeline import quantize_card
-    from videoseal_tflite.quantize import recipes
-    from videoseal_tflite.tflite_metadata import read_metadata
+    from videoseal_tflite.build.pipeline import quantize_card
+    from videoseal_tflite.build.quantize import recipes
+    from videoseal_tflite.store import variants
+    from videoseal_tflite.store.artifact import Artifact
+    from videoseal_tflite.tflite.metadata import read_metadata
 
     row = variants.VariantSpec("int8_weights_copy", "int8_weights_copy", 1, 0.9, 0.9, repairs=())
     monkeypatch.setattr(variants, "VARIANT_TABLE", [*variants.VARIANT_TABLE, row])

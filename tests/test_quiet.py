@@ -21,7 +21,7 @@ def _lines(text: str) -> list[str]:
 def test_convert_keeps_third_party_noise_off_the_terminal(tmp_path):
     # make convert's command, on one part and the variant whose build prints the most (calibration, repairs,
     # a tf.lite second opinion)
-    command = [sys.executable, "-m", "videoseal_tflite.cli", "convert", "--card", "compact", "--part", "detector",
+    command = [sys.executable, "-m", "videoseal_tflite.cli.main", "convert", "--card", "compact", "--part", "detector",
                "--variant", "fp32", "--variant", "int8", "--artifacts", str(tmp_path)]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -39,13 +39,13 @@ def test_embed_detect_and_inspect_show_only_our_lines(compact_artifacts, tmp_pat
     per process when the first interpreter is built, so each command runs in a fresh process here."""
     from PIL import Image
 
-    from videoseal_tflite.images import bundled_image
-    from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.build.images import bundled_image
+    from videoseal_tflite.runtime.image import to_uint8
 
     photo, marked = tmp_path / "photo.png", tmp_path / "marked.png"
     Image.fromarray(to_uint8(bundled_image("coffee").pixels)).save(photo)
     models = ["--artifacts", str(compact_artifacts.out_dir.parent), "--card", "compact"]
-    cli = [sys.executable, "-m", "videoseal_tflite.cli"]
+    cli = [sys.executable, "-m", "videoseal_tflite.cli.main"]
     message = "0110100111010010"
     for argv, ours in (
         (["embed", photo, marked, "--message", message, *models], "wrote "),

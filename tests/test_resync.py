@@ -12,13 +12,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from videoseal_tflite.attacks import crop_area, crop_half_area
-from videoseal_tflite.cli import main
-from videoseal_tflite.clips import photo_pan_frames, write_clip
-from videoseal_tflite.images import fullres_evaluation_image, procedural_image
-from videoseal_tflite.runtime import Detector, Embedder, blend, load_image, round_8bit, to_uint8
-from videoseal_tflite.verdict import decide, pvalue
-from videoseal_tflite.video import TileTracker, frame_logits
+from videoseal_tflite.build.images import fullres_evaluation_image, procedural_image
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.runtime.image import Detector, Embedder, blend, load_image, round_8bit, to_uint8
+from videoseal_tflite.runtime.verdict import decide, pvalue
+from videoseal_tflite.runtime.video import TileTracker, frame_logits
+from videoseal_tflite.validate.attacks import crop_area, crop_half_area
+from videoseal_tflite.validate.clips import photo_pan_frames, write_clip
 
 MESSAGE = np.array([int(c) for c in "1011001110001101"], dtype=np.float32)
 
@@ -153,7 +153,7 @@ def test_cli_detect_video_tracks_the_tile(default_fp32, tmp_path, capsys):
 
 
 def test_card_tile_period_must_divide_the_processing_size(tmp_path, capsys):
-    from videoseal_tflite.cards import resolve_card_path
+    from videoseal_tflite.build.cards import resolve_card_path
 
     card = yaml.safe_load(resolve_card_path("compact_robust").read_text())
     card["args"]["watermark_tile_period"] = 7

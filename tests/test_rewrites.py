@@ -8,8 +8,8 @@ from videoseal.modules.jnd import JND
 from videoseal.modules.msg_processor import MsgProcessor
 from videoseal.modules.vit import add_decomposed_rel_pos
 
-from videoseal_tflite.cards import ATTENUATION_CONFIGS
-from videoseal_tflite.convert.rewrites import (
+from videoseal_tflite.build.cards import ATTENUATION_CONFIGS
+from videoseal_tflite.build.convert.rewrites import (
     ConcatReflectionPad,
     MatmulMsgProcessor,
     WhereJND,
@@ -77,7 +77,7 @@ def test_where_jnd_equals_mask_assignment(config):
 @pytest.mark.parametrize("card", ["videoseal_0.0", "videoseal_1.0"])
 def test_wrappers_reproduce_library_embed_and_detect(card, loaded_models):
     """Wrapper outputs + blend/JND/clamp == videoseal's own Videoseal.embed/detect at 256x256 (<= 1e-5)."""
-    from videoseal_tflite.convert.wrappers import export_module
+    from videoseal_tflite.build.convert.wrappers import export_module
 
     loaded = loaded_models(card)
     model, applied = apply_rewrites(loaded.model)
@@ -109,7 +109,7 @@ def test_apply_rewrites_leaves_original_untouched(loaded_models):
 
 @pytest.mark.parametrize("channels,size,k", [(96, 64, 7), (8, 9, 7), (4, 12, 9)])
 def test_row_band_depthwise_equals_the_conv(channels, size, k):
-    from videoseal_tflite.convert.rewrites import RowBandDepthwise
+    from videoseal_tflite.build.convert.rewrites import RowBandDepthwise
 
     torch.manual_seed(k + size)
     conv = torch.nn.Conv2d(channels, channels, k, padding=k // 2, groups=channels).double()

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from videoseal_tflite.cards import ATTENUATION_CONFIGS
-from videoseal_tflite.cli import main
-from videoseal_tflite.images import bundled_image, procedural_image
-from videoseal_tflite.runtime import Detector, Embedder, jnd_heatmaps, parse_message, resize_bilinear, to_uint8
+from videoseal_tflite.build.cards import ATTENUATION_CONFIGS
+from videoseal_tflite.build.images import bundled_image, procedural_image
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.runtime.image import Detector, Embedder, jnd_heatmaps, parse_message, resize_bilinear, to_uint8
 
 CARDS = ["videoseal_0.0", "videoseal_1.0"]
 
@@ -167,8 +167,8 @@ def test_cli_embed_bad_input(case, tmp_path, card_artifacts, out_root, capsys):
 @pytest.mark.parametrize("shape", [(512, 768), (1080, 1920)])
 def test_compact_runtime_matches_videoseal_with_real_accuracy(shape, compact_artifacts):
     """The trained compact card: the .tflite pipeline equals videoseal's, and the message really comes back."""
-    from videoseal_tflite.cards import load_card
-    from videoseal_tflite.weights import WeightSource, load_model
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.build.weights import WeightSource, load_model
 
     loaded = load_model(load_card("compact"), WeightSource())
     fp32 = {r.part: r.path for r in compact_artifacts.converted}
@@ -200,7 +200,7 @@ def test_runtime_needs_no_torch(compact_artifacts):
     fp32 = {r.part: str(r.path) for r in compact_artifacts.converted}
     code = (
         "import sys, numpy as np\n"
-        "from videoseal_tflite.runtime import Embedder, Detector\n"
+        "from videoseal_tflite.runtime.image import Embedder, Detector\n"
         f"e = Embedder({fp32['embedder']!r}); d = Detector({fp32['detector']!r})\n"
         "img = np.random.default_rng(0).random((3, 200, 300), dtype=np.float32)\n"
         "d.detect(e.embed(img, np.ones(e.nbits, np.float32)))\n"

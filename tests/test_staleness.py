@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-from videoseal_tflite.manifest import read_manifest
-from videoseal_tflite.pipeline import convert_card
-from videoseal_tflite.weights import WeightSource
+from videoseal_tflite.build.pipeline import convert_card
+from videoseal_tflite.build.weights import WeightSource
+from videoseal_tflite.store.manifest import read_manifest
 
 
 def _tree(root):

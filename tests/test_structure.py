@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import videoseal_tflite
-from videoseal_tflite import variants
-from videoseal_tflite.artifact import Artifact, Provenance
 from videoseal_tflite.errors import UnknownVariant
+from videoseal_tflite.store import variants
+from videoseal_tflite.store.artifact import Artifact, Provenance
 
 pytestmark = pytest.mark.fast
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +24,8 @@ PACKAGE = ROOT / "videoseal_tflite"
 
 
 def test_variant_table_is_what_every_listing_reads(monkeypatch):
-    from videoseal_tflite.cli import build_parser
-    from videoseal_tflite.quantize import recipes, repairs
+    from videoseal_tflite.build.quantize import recipes, repairs
+    from videoseal_tflite.cli.main import build_parser
 
     extra = variants.VariantSpec("int8_copy", "int8_copy", 1, 0.5, 0.9, repairs=("batch_matmul_float",))
     monkeypatch.setattr(variants, "VARIANT_TABLE", [*variants.VARIANT_TABLE, extra])
@@ -45,7 +45,7 @@ def test_variant_table_is_what_every_listing_reads(monkeypatch):
 
 
 def test_quality_bars_and_second_opinion_come_from_the_table():
-    from videoseal_tflite.quantize.build import Agreement, quality_gap
+    from videoseal_tflite.build.quantize.variant import Agreement, quality_gap
 
     int8 = variants.spec("int8")
     assert quality_gap("int8", Agreement(1, 0.0, bit_agreement=int8.detector_min_bit_agreement)) == 0
@@ -107,7 +107,8 @@ def test_provenance_round_trips_and_reads_old_records():
 
 def test_runtime_imports_neither_torch_nor_validate():
     code = (
-        "import sys, videoseal_tflite.runtime, videoseal_tflite.interpreter, videoseal_tflite.video; "
+        "import sys, videoseal_tflite.runtime.image, videoseal_tflite.tflite.interpreter, "
+        "videoseal_tflite.runtime.video; "
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('videoseal_tflite.validate')]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -164,4 +165,4 @@ def test_no_reference_to_files_outside_the_repository():
 def test_version_is_single_sourced():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert videoseal_tflite.__version__ == pyproject["project"]["version"]
-    assert not hasattr(importlib.import_module("videoseal_tflite.cards").Card, "watermark_channels")
+    assert not hasattr(importlib.import_module("videoseal_tflite.build.cards").Card, "watermark_channels")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from videoseal_tflite.training import TrainConfig, train
+from videoseal_tflite.training.curriculum import TrainConfig, train
 
 TINY = TrainConfig(
     steps_detector=2, steps_embedder=2, steps_joint=2, batch=2, eval_every=1000, checkpoint_every=100, procedural_pool=4
@@ -32,7 +32,7 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path):
 def test_robust_finetuning_is_deterministic_and_resumes(tmp_path):
     """scripts/train_robust.py's engine (issue #13): the full-resolution path with attacks, from the shipped
     weights; the same seed gives the same weights, and an interrupted run resumed equals an uninterrupted one."""
-    from videoseal_tflite.robust_training import RobustConfig, finetune_robust
+    from videoseal_tflite.training.robust import RobustConfig, finetune_robust
 
     tiny = RobustConfig(steps=4, batch=2, full_sizes=(160, 192), eval_every=4, checkpoint_every=100,
                         procedural_pool=2, ramp_fraction=0.5, target_psnr=30.0, lr_schedule="cosine",
@@ -57,7 +57,7 @@ def test_robust_schedule_and_motion_drag():
     the mark by); an unknown schedule is one usage line."""
     import pytest
 
-    from videoseal_tflite.robust_training import RobustConfig, check_schedule, lr_factor, shift
+    from videoseal_tflite.training.robust import RobustConfig, check_schedule, lr_factor, shift
 
     cosine = RobustConfig(steps=100, lr_schedule="cosine")
     assert [round(lr_factor(cosine, s), 6) for s in (0, 50, 100, 150)] == [1.0, 0.5, 0.0, 0.0]

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from videoseal_tflite.cli import main
+from videoseal_tflite.cli.main import main
 from videoseal_tflite.validate.report import pick, validate_card
 
 RECORD_KEYS = {
@@ -211,7 +211,15 @@ def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
 def test_attack_functions():
     import numpy as np
 
-    from videoseal_tflite.attacks import ATTACKS, brightness, crop_area, crop_half_area, h264, jpeg, resize_half
+    from videoseal_tflite.validate.attacks import (
+        ATTACKS,
+        brightness,
+        crop_area,
+        crop_half_area,
+        h264,
+        jpeg,
+        resize_half,
+    )
 
     image = np.random.default_rng(0).random((3, 120, 161), dtype=np.float32)
     assert set(ATTACKS) == {
@@ -250,9 +258,9 @@ def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
     """--attacks runs every file through the runtime on full-size saved images (not the 128-px tensor).
     The FP32 and full-int8 files of both parts (the other variants take the same path; the video rows cost ~15 s
     per file)."""
-    from videoseal_tflite.artifact import Artifact
-    from videoseal_tflite.images import fullres_photo
-    from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.build.images import fullres_photo
+    from videoseal_tflite.runtime.image import to_uint8
+    from videoseal_tflite.store.artifact import Artifact
     from videoseal_tflite.validate.render import attack_losses
     from videoseal_tflite.validate.report import report_markdown
 
@@ -295,9 +303,9 @@ def _numbers(report: dict) -> dict:
 def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
     """11 images (two chunks, one not an image) in 1 and 2 worker processes: every number of the report is equal,
     and every record was really measured (not None)."""
-    from videoseal_tflite.artifact import Artifact
-    from videoseal_tflite.images import procedural_image
-    from videoseal_tflite.runtime import to_uint8
+    from videoseal_tflite.build.images import procedural_image
+    from videoseal_tflite.runtime.image import to_uint8
+    from videoseal_tflite.store.artifact import Artifact
     from videoseal_tflite.validate.report import report_markdown
     from videoseal_tflite.validate.stream import CHUNK
 

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videoseal_tflite.cli import main
-from videoseal_tflite.images import bundled_image, procedural_image
-from videoseal_tflite.runtime import Detector, Embedder, to_uint8
-from videoseal_tflite.verdict import decide, min_matching_bits, pvalue
-from videoseal_tflite.video import (
+from videoseal_tflite.build.images import bundled_image, procedural_image
+from videoseal_tflite.cli.main import main
+from videoseal_tflite.runtime.image import Detector, Embedder, to_uint8
+from videoseal_tflite.runtime.verdict import decide, min_matching_bits, pvalue
+from videoseal_tflite.runtime.video import (
     AGGREGATIONS,
     aggregate,
     decode_frames,
@@ -55,7 +55,7 @@ def _photo() -> np.ndarray:
 
 def pan_frames(width: int, height: int, count: int) -> list[np.ndarray]:
     """A horizontal pan across the photo (`clips.pan_frames`, the generator the report's clip uses)."""
-    from videoseal_tflite.clips import pan_frames as pan
+    from videoseal_tflite.validate.clips import pan_frames as pan
 
     return pan(_photo(), width, height, count)
 
@@ -161,8 +161,8 @@ def _frame_pts(path: Path) -> tuple[list[int], Fraction]:
 def compact_fp32(out_root):
     """The compact card's FP32 embedder and detector (no quantized variants: they are not needed here).
     Shares `out_root` with conftest's `compact_artifacts`, so whichever runs second reuses these files."""
-    from videoseal_tflite.pipeline import convert_card
-    from videoseal_tflite.weights import WeightSource
+    from videoseal_tflite.build.pipeline import convert_card
+    from videoseal_tflite.build.weights import WeightSource
 
     artifacts = convert_card("compact", WeightSource(), out_root, variants=(), progress=False)
     paths = {c.part: Path(c.path) for c in artifacts.converted}
@@ -291,8 +291,8 @@ def test_parity_with_videoseal_video_mode(models, width, height, count):
     Measured: 59.0 dB (256x144x16) and 59.0 dB (1280x720x48); > 99.99 % of uint8 values identical."""
     import torch
 
-    from videoseal_tflite.cards import load_card
-    from videoseal_tflite.weights import WeightSource, load_model
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.build.weights import WeightSource, load_model
 
     embedder, detector = models
     card = load_card("compact")
@@ -398,7 +398,7 @@ def test_strength_buys_crf30_at_a_psnr_cost(compact_fp32, clips, tmp_path):
     """`embed --strength 3` multiplies the card's scaling_w: the 720p clip embedded at CRF 23 and re-encoded at CRF 30
     gives its message back (measured 0.94-1.0 over 3 messages, chance at strength 1), while the marked frames lose
     20*log10(3) = 9.5 dB against the strength-1 mark (measured here on the raw blend, before the encoder)."""
-    from videoseal_tflite.robustness import psnr_db
+    from videoseal_tflite.validate.robustness import psnr_db
 
     plain, loud = Embedder(compact_fp32["embedder"]), Embedder(compact_fp32["embedder"], strength=3.0)
     detector = Detector(compact_fp32["detector"])
@@ -640,7 +640,7 @@ def test_cli_detect_bad_video(compact_fp32, tmp_path, capsys):
 
 
 def test_ctrl_c_mid_clip_leaves_nothing(compact_fp32, clips, tmp_path, capsys, monkeypatch):
-    import videoseal_tflite.video as video
+    import videoseal_tflite.runtime.video as video
 
     real, calls = video._pad_even, []
 
@@ -660,7 +660,7 @@ def test_ctrl_c_mid_clip_leaves_nothing(compact_fp32, clips, tmp_path, capsys, m
 
 def test_generated_clip_with_audio(tmp_path):
     """`clips.write_clip(audio=True)` (scripts/video_user_flow.py's source clips): an AAC track as long as the video."""
-    from videoseal_tflite.clips import write_clip
+    from videoseal_tflite.validate.clips import write_clip
 
     frames = [np.full((64, 96, 3), 10 * i, np.uint8) for i in range(12)]
     with av.open(str(write_clip(tmp_path / "a.mp4", frames, fps=24, audio=True))) as clip:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videoseal_tflite.manifest import MANIFEST_NAME
+from videoseal_tflite.store.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "artifacts.yml"
@@ -109,7 +109,7 @@ def test_merged_release_is_byte_identical_to_a_single_run(released, compact_arti
 
 
 def test_conflicting_shards_stop_the_merge_naming_the_file(released, tmp_path, capsys):
-    from videoseal_tflite.cli import main
+    from videoseal_tflite.cli.main import main
 
     bad = tmp_path / "bad"
     shutil.copytree(released["shards"][1], bad)
@@ -130,7 +130,7 @@ def test_conflicting_shards_stop_the_merge_naming_the_file(released, tmp_path, c
 
 
 def test_a_missing_part_is_reported_by_verify_and_validate(released, tmp_path, capsys):
-    from videoseal_tflite.cli import main
+    from videoseal_tflite.cli.main import main
 
     out = tmp_path / "half"
     assert main(["merge", str(released["shards"][0]), "--artifacts", str(out)]) == 0

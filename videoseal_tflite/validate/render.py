@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path, write_text_atomic
-from ..variants import order
+from videoseal_tflite.store.atomic import atomic_path, write_text_atomic
+from videoseal_tflite.store.variants import order
 
 
 def _fmt(value, spec: str) -> str:

@@ -6,17 +6,14 @@ The work is in three modules, one job each: `measure` (per file: size, load, fla
 
 from __future__ import annotations
 
-from .measure import psnr_db, ssim, torch_detect, validate_card
-from .render import report_markdown, tradeoff_plot, write_report
-from .select import below_floor, pick
+from videoseal_tflite.validate.measure import validate_card
+from videoseal_tflite.validate.render import report_markdown, tradeoff_plot, write_report
+from videoseal_tflite.validate.select import below_floor, pick
 
 __all__ = [
     "below_floor",
     "pick",
-    "psnr_db",
     "report_markdown",
-    "ssim",
-    "torch_detect",
     "tradeoff_plot",
     "validate_card",
     "write_report",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .render import _fmt
+from videoseal_tflite.validate.render import _fmt
 
 
 def below_floor(report: dict[str, Any], min_bit_acc: float | None, max_psnr_drop: float | None) -> list[str]:

@@ -19,18 +19,17 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import InvalidImage
-from ..images import (
+from videoseal_tflite.build.images import (
     EVAL_BUNDLED,
     EVAL_PROCEDURAL_SEEDS,
-    IMAGE_SUFFIXES,
-    NamedImage,
     evaluation_image,
     fit_square,
     fullres_evaluation_image,
-    load_image_file,
     random_messages,
 )
+from videoseal_tflite.errors import InvalidImage
+from videoseal_tflite.runtime.image_io import IMAGE_SUFFIXES, NamedImage, load_image_file
+from videoseal_tflite.validate.chunks import chunk_fullres, chunk_processing
 
 CHUNK = 8
 MESSAGE_SEED = 11  # processing size (as before streaming); full resolution uses robustness.MESSAGE_SEED
@@ -60,7 +59,7 @@ class ImageSource:
 
     @property
     def source(self) -> str:
-        default = "videoseal_tflite.images.evaluation_images (held out from training and calibration)"
+        default = "videoseal_tflite.build.images.evaluation_images (held out from training and calibration)"
         return str(self.folder) if self.folder else default
 
     def chunks(self) -> list[range]:
@@ -97,9 +96,9 @@ class _Models:
     def __init__(self, job: Job) -> None:
         import torch
 
-        from ..interpreter import SignatureModel
-        from ..runtime import Detector, Embedder
-        from ..weights import load_model_for_metadata
+        from videoseal_tflite.build.weights import load_model_for_metadata
+        from videoseal_tflite.runtime.image import Detector, Embedder
+        from videoseal_tflite.tflite.interpreter import SignatureModel
 
         torch.set_num_threads(job.torch_threads)
         self.loaded = load_model_for_metadata(job.meta, job.card_name)
@@ -116,8 +115,6 @@ class _Models:
 
 def chunk_stats(models: _Models, job: Job, chunk: range) -> dict[str, Any]:
     """One chunk's counts and sums (see `Totals.add`)."""
-    from .measure import chunk_fullres, chunk_processing
-
     card = models.loaded.card
     mpi = job.messages_per_image
     msgs_all = random_messages(job.source.slots * mpi, card.nbits, MESSAGE_SEED)
@@ -181,7 +178,7 @@ def _start_worker(job: Job) -> None:
 
 
 def _run_chunk(chunk: range) -> dict[str, Any]:
-    from ..peak_rss import own_peak_rss_mb
+    from videoseal_tflite.validate.peak_rss import own_peak_rss_mb
 
     assert _WORKER is not None
     models, job = _WORKER

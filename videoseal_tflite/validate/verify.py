@@ -7,9 +7,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..artifact import PARTS, Artifact
-from ..manifest import MANIFEST_NAME, read_manifest
-from .load_check import load_check
+from videoseal_tflite.store.artifact import PARTS, Artifact
+from videoseal_tflite.store.manifest import MANIFEST_NAME, read_manifest
+from videoseal_tflite.tflite.load_check import load_check
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,269 @@
+"""Watermark and detect with the .tflite files alone: numpy + Pillow + the LiteRT interpreter, no torch (scipy's box
+filter too, in `resync.py`, when detect re-synchronises a crop).
+
+This mirrors videoseal's `Videoseal.embed` / `detect` (image mode) step by step, so a mobile port can
+follow it line by line:
+
+embed(image HxW, message):
+  1. x = image as float RGB in [0,1]                                   [3,H,W]
+  2. x_s = resize(x, S x S)        bilinear, antialiased (torch F.interpolate(..., antialias=True))
+  3. w = embedder.tflite(x_s, message)   tanh output, C = 3 (RGB) or 1 (Y)   [C,S,S]
+  4. w = resize(w, H x W)          bilinear, antialiased
+  5. w = JND(x) * w                at full resolution, when the card has attenuation (numpy, below)
+  6. y = clamp(scaling_i * x + scaling_w * w, 0, 1), rounded to uint8 by the caller's saver
+detect(image):
+  x_s = resize(x, S x S); bit_logits, detection_logit = detector.tflite(x_s); bits = bit_logits > 0
+  (not in videoseal) when the card declares its watermark tile and the reading is unsure, the tile is looked for
+  at another extent and phase, as a crop leaves it (`resync.py`); the bits then come from that reading
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from videoseal_tflite.errors import InvalidImage, InvalidMessage, InvalidModelFile, VsTfliteError
+from videoseal_tflite.runtime.resync import SyncedReading, resynchronise, unsure
+from videoseal_tflite.tflite.interpreter import SignatureModel
+from videoseal_tflite.tflite.metadata import read_metadata
+
+MIN_SIDE = 32
+
+
+def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[C,H,W] float32 -> [C,height,width]; Pillow's BILINEAR is the antialiased triangle filter torch's
+    `F.interpolate(mode='bilinear', align_corners=False, antialias=True)` reproduces. The planes are resized in
+    parallel (Pillow lets go of the GIL while it resamples)."""
+    if planes.shape[1:] == (height, width):
+        return planes.astype(np.float32, copy=True)
+
+    def resize(plane: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+
+    return np.stack(each_plane(resize, planes)).astype(np.float32)
+
+
+def each_plane(fn: Callable[[np.ndarray], np.ndarray], planes: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """[fn(plane) for plane in planes], run on up to three threads (one per colour plane)."""
+    return list(_plane_pool().map(fn, planes))
+
+
+@functools.lru_cache(maxsize=1)
+def _plane_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=3, thread_name_prefix="vst-plane")
+
+
+def _conv_same(plane: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D cross-correlation with zero padding (torch Conv2d, padding=k//2), in float32 like torch: the
+    luminance mask is discontinuous at 127, so a more precise sum would land on the other side of it."""
+    k = kernel.shape[0]
+    pad = k // 2
+    padded = np.pad(plane.astype(np.float32), pad)
+    out = np.zeros(plane.shape, dtype=np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            if kernel[dy, dx]:
+                out += kernel[dy, dx] * padded[dy : dy + plane.shape[0], dx : dx + plane.shape[1]]
+    return out
+
+
+_KX = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
+_KY = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float32)
+_KLUM = np.array(
+    [[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]], dtype=np.float32
+)
+
+
+def jnd_heatmaps(image: np.ndarray, in_channels: int = 1, out_channels: int = 1) -> np.ndarray:
+    """videoseal.modules.jnd.JND.heatmaps in numpy: [3,H,W] in [0,1] -> [out_channels,H,W]."""
+    x = np.float32(255.0) * image.astype(np.float32)
+    if in_channels == 1:
+        x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    maps = []
+    for plane in x:
+        la = _conv_same(plane, _KLUM) / 32
+        la = np.where(la <= 127, 17 * (1 - np.sqrt(np.maximum(la, 0) / 127 + 1e-5)), 3 / 128 * (la - 127) + 3)
+        gx, gy = _conv_same(plane, _KX), _conv_same(plane, _KY)
+        cm = np.sqrt(gx**2 + gy**2)
+        cm = 0.117 * (16 * cm**2.4 / (cm**2 + 26**2))
+        maps.append(np.maximum(la + cm - 0.3 * np.minimum(la, cm), 0))
+    hmaps = np.stack(maps)
+    if out_channels == 3 and in_channels == 1:
+        hmaps = np.repeat(hmaps, 3, axis=0)
+    elif out_channels == 1 and in_channels == 3:
+        hmaps = np.sum(hmaps / 3, axis=0, keepdims=True)
+    return (hmaps / 255).astype(np.float32)
+
+
+_ATTENUATION = {"jnd_1_1": (1, 1), "jnd_3_3": (3, 3), "jnd_1_3": (1, 3), "jnd_3_1": (3, 1)}
+
+
+def parse_message(text: str | None = None, hex_text: str | None = None, nbits: int | None = None) -> np.ndarray:
+    """'0101...' or hex -> float32 [nbits] of 0/1. Raises InvalidMessage naming the problem."""
+    if hex_text is not None:
+        clean = hex_text.lower().removeprefix("0x")
+        if not clean or any(c not in "0123456789abcdef" for c in clean):
+            raise InvalidMessage(f"--message-hex must be hexadecimal digits, got '{hex_text}'")
+        text = "".join(f"{int(c, 16):04b}" for c in clean)
+        if nbits is not None and len(text) >= nbits and set(text[: len(text) - nbits]) <= {"0"}:
+            text = text[len(text) - nbits :]
+    if text is None:
+        raise InvalidMessage("no message given")
+    bad = sorted(set(text) - {"0", "1"})
+    if bad:
+        raise InvalidMessage(f"message must be binary (0/1), found {''.join(bad)!r}")
+    if nbits is not None and len(text) != nbits:
+        raise InvalidMessage(f"message has {len(text)} bits but the model takes {nbits}")
+    return np.array([int(c) for c in text], dtype=np.float32)
+
+
+def bits_to_text(bits: np.ndarray) -> str:
+    return "".join("1" if b else "0" for b in np.asarray(bits).astype(bool))
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Any Pillow-readable image -> float32 [3,H,W] in [0,1] (16-bit PNGs keep their precision)."""
+    from videoseal_tflite.runtime.image_io import load_image_file
+
+    pixels = load_image_file(path).pixels
+    if min(pixels.shape[1:]) < MIN_SIDE:
+        raise InvalidImage(
+            f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed"
+        )
+    return pixels
+
+
+def round_8bit(image: np.ndarray) -> np.ndarray:
+    """What saving as 8-bit does to a float image in [0,1]: clip and round to multiples of 1/255."""
+    return (np.round(np.clip(image, 0, 1) * 255) / 255).astype(np.float32)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[3,H,W] in [0,1] -> HxWx3 uint8 (round to nearest)."""
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def blend(
+    image: np.ndarray, watermark: np.ndarray, scaling_w: float, scaling_i: float, attenuation: tuple[int, int] | None
+) -> np.ndarray:
+    """Steps 5-6 of embed at the image's own size: JND attenuation, additive blend, clamp."""
+    if attenuation:
+        watermark = jnd_heatmaps(image, *attenuation) * watermark
+    return np.clip(scaling_i * image + scaling_w * watermark, 0, 1).astype(np.float32)
+
+
+def attenuation_of(meta: dict) -> tuple[int, int] | None:
+    return _ATTENUATION.get(meta.get("attenuation") or "")
+
+
+class _Model:
+    """A videoseal-tflite .tflite with its metadata record; errors become one-line `InvalidModelFile`."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+            self.meta = read_metadata(data)
+        except OSError as exc:
+            raise InvalidModelFile(f"cannot read {path}: {exc.strerror}") from None
+        except Exception:
+            raise InvalidModelFile(f"{path} is not a videoseal-tflite model (no readable metadata)") from None
+        if not self.meta:
+            raise InvalidModelFile(f"{path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
+        try:
+            self.model = SignatureModel(content=data, threads=threads, convert_io=True)
+        except (RuntimeError, ValueError) as exc:
+            raise InvalidModelFile(f"{path} does not load: {' '.join(str(exc).split())[:300]}") from None
+        self.path = path
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return self.model(**{k: v.astype(np.float32) for k, v in inputs.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    bit_logits: np.ndarray  # [nbits]
+    bits: np.ndarray  # [nbits] bool
+    detection_logit: float
+    synced: SyncedReading | None = None  # set when the as-is reading was unsure and a crop's tile was re-found
+
+    @property
+    def hypotheses(self) -> int:
+        """How many readings these bits were chosen among (1: read as is); p-values are multiplied by it."""
+        return self.synced.hypotheses if self.synced else 1
+
+    def bit_accuracy(self, message: np.ndarray) -> float:
+        return float((self.bits == np.asarray(message).astype(bool)).mean())
+
+
+MAX_STRENGTH = 10.0
+
+
+class Embedder:
+    """`strength` multiplies the card's `scaling_w` (videoseal's `blender.scaling_w`): above 1 the mark is louder,
+    more robust and more visible (PSNR falls by 20*log10(strength) dB); 1 is the card as trained."""
+
+    def __init__(self, path: Path, threads: int = 2, strength: float = 1.0) -> None:
+        if not 0 < strength <= MAX_STRENGTH:
+            raise VsTfliteError(f"strength must be in (0, {MAX_STRENGTH:g}], got {strength:g}")
+        self.model = _Model(path, threads)
+        meta = self.model.meta
+        if meta.get("part") != "embedder":
+            raise InvalidModelFile(f"{path} is a {meta.get('part')}, not an embedder")
+        self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
+        self.strength = float(strength)
+        self.scaling_w = float(meta.get("scaling_w", 1.0)) * self.strength
+        self.scaling_i = float(meta.get("scaling_i", 1.0))
+        self.attenuation = attenuation_of(meta)
+
+    def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """The embedder's watermark signal upsampled to full resolution, [C,H,W] (before JND and scaling_w)."""
+        _, height, width = image.shape
+        small = resize_bilinear(image, self.size, self.size)
+        w = self.model(image=small[None], message=np.asarray(message, np.float32).reshape(1, -1))["watermark"][0]
+        return resize_bilinear(w, height, width)
+
+    def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
+        message = np.asarray(message, np.float32).reshape(-1)
+        if message.size != self.nbits:
+            raise InvalidMessage(f"message has {message.size} bits but the model takes {self.nbits}")
+        return blend(image, self.watermark(image, message), self.scaling_w, self.scaling_i, self.attenuation)
+
+
+class Detector:
+    """`resync`: when the card declares its watermark tile (`tile_period`) and the as-is reading is unsure, look for
+    the tile at another scale and phase (a crop read as is; `resync.py`); video reads track the tile from frame to
+    frame (`video.TileTracker`). False: read at the grid only."""
+
+    def __init__(self, path: Path, threads: int = 2, resync: bool = True) -> None:
+        self.model = _Model(path, threads)
+        meta = self.model.meta
+        if meta.get("part") != "detector":
+            raise InvalidModelFile(f"{path} is a {meta.get('part')}, not a detector")
+        self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
+        self.tile_period = int(meta["tile_period"]) if resync and meta.get("tile_period") else None
+
+    def logits(self, small: np.ndarray) -> tuple[np.ndarray, float]:
+        """[3,S,S] at the processing size -> ([nbits] bit logits, detection logit)."""
+        out = self.model(image=small[None])
+        return out["bit_logits"][0].astype(np.float32), float(out["detection_logit"].reshape(-1)[0])
+
+    def read(self, small: np.ndarray) -> np.ndarray:
+        """[3,S,S] at the processing size -> [nbits] bit logits."""
+        return self.logits(small)[0]
+
+    def detect(self, image: np.ndarray) -> Detection:
+        logits, detection_logit = self.logits(resize_bilinear(image, self.size, self.size))
+        if self.tile_period and unsure(logits):
+            synced = resynchronise(image, self.read, self.tile_period, self.size, resize_bilinear)
+            return Detection(synced.bit_logits, synced.bit_logits > 0, detection_logit, synced)
+        return Detection(logits, logits > 0, detection_logit)

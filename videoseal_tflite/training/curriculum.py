@@ -1,0 +1,308 @@
+"""Train the `compact` card: deterministic for a seed, resumable, both cores, progress bar with bits and PSNR.
+
+Curriculum (each stage is a number of optimizer steps; joint training from scratch stalls: a ViT reads a
+patch-periodic code easily and a random embedder's residual hardly at all, so the code comes first):
+  A. detector alone reads a synthetic message code: a fixed random 8x8 tile per bit, tiled over the image
+     (patch-periodic, what a ViT with 16-px patches reads easily), its strength annealed 0.1 -> 2x scaling_w;
+  B. embedder alone learns to emit that code for its message (regression onto sign(code));
+  C. both jointly on the bit loss, the watermark strength annealed from 2x to the card's scaling_w, with the
+     watermarked image rounded to 8 bits (straight-through) so the detector learns to read saved images.
+The data are package-bundled and procedural images only; the card's held-out images are never used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from videoseal_tflite.build.cards import Card, load_card
+from videoseal_tflite.build.images import (
+    CALIB_BUNDLED,
+    TRAIN_PROCEDURAL_SEEDS,
+    bundled_image,
+    evaluation_images,
+    fit_square,
+    procedural_image,
+    random_messages,
+)
+from videoseal_tflite.build.weights import build_architecture
+from videoseal_tflite.store.atomic import atomic_path
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    card: str = "compact"
+    seed: int = 0
+    steps_detector: int = 1000
+    steps_embedder: int = 400
+    steps_joint: int = 2400
+    batch: int = 16
+    lr_embedder: float = 1e-3
+    lr_detector: float = 1.5e-4  # 1e-3 and above barely leave chance level (measured, stage A probes)
+    threads: int = 2
+    eval_every: int = 200
+    checkpoint_every: int = 50
+    procedural_pool: int = 384
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_detector + self.steps_embedder + self.steps_joint
+
+
+def stage_of(step: int, cfg: TrainConfig) -> str:
+    if step < cfg.steps_detector:
+        return "A"
+    return "B" if step < cfg.steps_detector + cfg.steps_embedder else "C"
+
+
+class TrainingData:
+    """Random 128-px crops of bundled (non-held-out) images and a pool of procedural images; seeded."""
+
+    def __init__(self, size: int, pool: int, seed: int) -> None:
+        self.size = size
+        self.bundled = [bundled_image(n).pixels for n in CALIB_BUNDLED]
+        start = TRAIN_PROCEDURAL_SEEDS.start + 1000 * seed
+        self.procedural = [procedural_image(s, int(size * 1.25)).pixels for s in range(start, start + pool)]
+
+    def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
+        out = []
+        for _ in range(count):
+            if rng.random() < 0.4:
+                img = self.bundled[int(rng.integers(len(self.bundled)))]
+                side = int(rng.integers(self.size, max(self.size + 1, min(img.shape[1:]) + 1)))
+                top = int(rng.integers(0, img.shape[1] - side + 1))
+                left = int(rng.integers(0, img.shape[2] - side + 1))
+                crop = fit_square(img[:, top : top + side, left : left + side], self.size)
+            else:
+                img = self.procedural[int(rng.integers(len(self.procedural)))]
+                top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
+                crop = img[:, top : top + self.size, left : left + self.size]
+            if rng.random() < 0.5:
+                crop = crop[:, :, ::-1]
+            if rng.random() < 0.5:  # brightness/contrast jitter
+                crop = np.clip((crop - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
+            out.append(np.ascontiguousarray(crop, dtype=np.float32))
+        return torch.from_numpy(np.stack(out))
+
+
+def synthetic_code(templates: torch.Tensor, msgs: torch.Tensor, size: int) -> torch.Tensor:
+    """sign(sum_k (2m_k-1) T_k) tiled to size x size: the target watermark of stages A and B, in {-0.9, 0.9}."""
+    signs = msgs * 2 - 1  # b k
+    tile = torch.einsum("bk,kchw->bchw", signs, templates)
+    reps = size // templates.shape[-1]
+    return 0.9 * torch.sign(tile).repeat(1, 1, reps, reps)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """8-bit rounding with a straight-through gradient."""
+    return x + (torch.round(x * 255) / 255 - x).detach()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a, b).item()
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, msgs: torch.Tensor) -> dict[str, float]:
+    """Held-out evaluation with videoseal's own embed/detect; watermarked images rounded to 8 bits."""
+    model.eval()
+    imgs_w = model.embed(images, msgs, is_video=False)["imgs_w"]
+    imgs_w = torch.round(imgs_w.clamp(0, 1) * 255) / 255
+    preds = model.detect(imgs_w, is_video=False)["preds"]
+    clean = model.detect(images, is_video=False)["preds"]
+    return {
+        "bit_accuracy": ((preds[:, 1:] > 0).float() == msgs).float().mean().item(),
+        "psnr_db": psnr(imgs_w, images),
+        "detection_tpr": (preds[:, 0] > 0).float().mean().item(),
+        "detection_fpr": (clean[:, 0] > 0).float().mean().item(),
+    }
+
+
+def heldout_set(card: Card, messages_per_image: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(np.stack([i.pixels for i in evaluation_images(card.img_size)]))
+    images = images.repeat_interleave(messages_per_image, 0)
+    msgs = torch.from_numpy(random_messages(len(images), card.nbits, seed=123))
+    return images, msgs
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """Every random state a training step draws from (numpy, torch, Python), for a checkpoint."""
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def export_weights(
+    model: torch.nn.Module,
+    card: Card,
+    target: Path,
+    metrics: dict,
+    cfg: Any,  # the run's frozen config dataclass (TrainConfig, or training.robust.RobustConfig)
+    measured_on: str = "heldout",
+) -> None:
+    """Official checkpoint layout: {'model': state_dict, 'args': {...}}; embedder and detector only. `metrics` go
+    under `training[measured_on]`: the set they were measured on (`heldout`, or `validation` for robust runs)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(("embedder.", "detector."))}
+    payload = {
+        "model": state,
+        "args": {"nbits": card.nbits, "card": card.name, "img_size": card.img_size},
+        "training": {"config": dataclasses.asdict(cfg), measured_on: metrics},
+    }
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything a training run carries from step to step (and into `last.pt`)."""
+
+    card: Card
+    model: torch.nn.Module
+    templates: torch.Tensor
+    opt_e: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: np.random.Generator
+    step: int = 0
+    best: dict = dataclasses.field(default_factory=lambda: {"bit_accuracy": -1.0})
+    history: list = dataclasses.field(default_factory=list)
+
+
+def _start(cfg: TrainConfig, last: Path, resume: bool) -> _Run:
+    """Seeded model, optimizers and RNG; resumed from `last` when it exists (same configuration only)."""
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    card = load_card(cfg.card)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build_architecture(card)
+    torch.nn.init.zeros_(model.embedder.unet.outc.weight)  # start silent; the embedder learns what to emit
+    torch.nn.init.zeros_(model.embedder.unet.outc.bias)
+    templates = torch.randn(card.nbits, 3, 8, 8, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    opt_e = torch.optim.AdamW(model.embedder.parameters(), lr=cfg.lr_embedder, weight_decay=1e-4)
+    opt_d = torch.optim.AdamW(model.detector.parameters(), lr=cfg.lr_detector, weight_decay=1e-4)
+    run = _Run(card, model, templates, opt_e, opt_d, rng)
+    if resume and last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        if state["config"] != dataclasses.asdict(cfg):
+            raise SystemExit(f"{last} was written with another configuration; use a new --workdir or --no-resume")
+        model.load_state_dict(state["model"])
+        opt_e.load_state_dict(state["opt_e"])
+        opt_d.load_state_dict(state["opt_d"])
+        run.step, run.best, run.history = state["step"], state["best"], state["history"]
+        set_rng_state(rng, state["rng"])
+    return run
+
+
+def _step(run: _Run, cfg: TrainConfig, data: TrainingData) -> tuple[str, dict[str, float]]:
+    """One optimizer step of the curriculum stage `run.step` is in; returns the stage and its batch stats."""
+    card, model, step = run.card, run.model, run.step
+    stage = stage_of(step, cfg)
+    model.train()
+    imgs = data.batch(run.rng, cfg.batch)
+    msgs = torch.randint(0, 2, (cfg.batch, card.nbits), generator=None).float()
+    target = synthetic_code(run.templates, msgs, card.img_size)
+    stats: dict[str, float] = {}
+    if stage == "A":
+        # a strong code first (0.1, about 21 dB), annealed to 2x the card's strength by the end of stage A
+        strength = 0.1 + (2 * card.scaling_w - 0.1) * step / max(cfg.steps_detector, 1)
+        imgs_w = round_ste((imgs + strength * target).clamp(0, 1))
+    elif stage == "B":
+        w = model.embedder(imgs, msgs)
+        loss = F.mse_loss(w, target)
+        run.opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt_e.step()
+        return stage, {"code_mse": loss.item()}
+    else:
+        progress_c = (step - cfg.steps_detector - cfg.steps_embedder) / max(cfg.steps_joint, 1)
+        strength = card.scaling_w * (2.0 - min(progress_c / 0.5, 1.0))  # 2x -> 1x over the first half
+        w = model.embedder(imgs, msgs)
+        imgs_w = round_ste((imgs + strength * w).clamp(0, 1))
+        aux = max(0.0, 1.0 - progress_c / 0.2)  # keep the code shape for the first 20 % of joint training
+    preds = model.detector(torch.cat([imgs_w, imgs]))
+    bits = preds[: cfg.batch, 1:]
+    detected = torch.cat([torch.ones(cfg.batch), torch.zeros(cfg.batch)])
+    loss = F.binary_cross_entropy_with_logits(bits, msgs) + 0.2 * F.binary_cross_entropy_with_logits(
+        preds[:, 0], detected
+    )
+    if stage == "C" and aux > 0:
+        loss = loss + aux * F.mse_loss(w, target)
+    run.opt_d.zero_grad(set_to_none=True)
+    run.opt_e.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_d.step()
+    if stage == "C":
+        run.opt_e.step()
+    stats["bit_acc"] = ((bits > 0).float() == msgs).float().mean().item()
+    stats["psnr"] = psnr(imgs_w.detach(), imgs)
+    return stage, stats
+
+
+def _save(run: _Run, cfg: TrainConfig, last: Path) -> None:
+    state = {
+        "config": dataclasses.asdict(cfg),
+        "model": run.model.state_dict(),
+        "opt_e": run.opt_e.state_dict(),
+        "opt_d": run.opt_d.state_dict(),
+        "step": run.step,
+        "best": run.best,
+        "history": run.history,
+        "rng": rng_state(run.rng),
+    }
+    with atomic_path(last) as tmp:
+        torch.save(state, tmp)
+
+
+def train(
+    cfg: TrainConfig,
+    workdir: Path,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Run (or resume) training; write the best held-out checkpoint to `out`. Returns the best metrics.
+    `stop_after` ends this run early at that step (as an interruption would), checkpoint written."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    last = workdir / "last.pt"
+    run = _start(cfg, last, resume)
+    data = TrainingData(run.card.img_size, cfg.procedural_pool, cfg.seed)
+    eval_images, eval_msgs = heldout_set(run.card)
+    bar = tqdm(total=cfg.total_steps, initial=run.step, desc="train compact", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    while run.step < min(cfg.total_steps, stop_after or cfg.total_steps):
+        stage, stats = _step(run, cfg, data)
+        run.step += 1
+        bar.update(1)
+        bar.set_postfix(
+            {"stage": stage, **{k: round(v, 3) for k, v in stats.items()}, "best": round(run.best["bit_accuracy"], 3)}
+        )
+        if stage == "C" and (run.step % cfg.eval_every == 0 or run.step == cfg.total_steps):
+            metrics = {"step": run.step, **evaluate(run.model, eval_images, eval_msgs)}
+            run.history.append(metrics)
+            tqdm.write(json.dumps(metrics))
+            if metrics["bit_accuracy"] > run.best["bit_accuracy"]:
+                run.best = metrics
+                export_weights(run.model, run.card, out, metrics, cfg)
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.total_steps or run.step == stop_after:
+            _save(run, cfg, last)
+    bar.close()
+    summary = {"best": run.best, "history": run.history, "seconds_this_run": time.perf_counter() - start}
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
