@@ -7,7 +7,7 @@ attack, how many clips give back the exact message each way, the bit accuracy an
 then the unmarked pans, read both ways, against 50 random messages (chance is 8 of 16 bits). The FP32 files of the
 default card (`make convert`).
 
-    .venv/bin/python scripts/video_tracking.py [--artifacts artifacts] [--card compact_robust] [--variant fp32]
+    .venv/bin/python experiments/video_tracking.py [--artifacts artifacts] [--card compact_robust] [--variant fp32]
         [--size 1280x720]
 """
 

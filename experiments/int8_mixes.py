@@ -5,7 +5,7 @@ of float islands and each calibration range, checks it against FP32 on the 16 ev
 check set as the repair loop), times it on LiteRT (2 threads, median of 20 invokes after 2 warm-ups, in a
 child process) and writes `artifacts/bench/int8_mixes_<card>_<part>.json` + `.md`:
 
-    .venv/bin/python scripts/int8_mixes.py --card videoseal_0.0 --part detector
+    .venv/bin/python experiments/int8_mixes.py --card videoseal_0.0 --part detector
 """
 
 from __future__ import annotations

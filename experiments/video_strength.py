@@ -5,7 +5,7 @@
 against the source clip, all frames. Needs each card's FP32 files in --artifacts (`videoseal-tflite convert
 --card C --variant fp32`). Writes artifacts/bench/video_strength.{json,md}.
 
-    .venv/bin/python scripts/video_strength.py --cards compact compact_robust
+    .venv/bin/python experiments/video_strength.py --cards compact compact_robust
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ op (CONV_2D / TRANSPOSE_CONV / FULLY_CONNECTED / DEPTHWISE_CONV_2D) at a time le
 number the quality bar uses (embedder: watermark relative error; detector: bit agreement) against FP32 on the
 16 evaluation images. Writes `artifacts/bench/sensitivity_<card>_<part>_<variant>.json` + `.md`:
 
-    .venv/bin/python scripts/layer_sensitivity.py --card videoseal_0.0 --part embedder --variant dynamic_int8
+    .venv/bin/python experiments/layer_sensitivity.py --card videoseal_0.0 --part embedder --variant dynamic_int8
 
 With `--on-built` the starting point is the built variant's own recipe (its repairs included, read from the
 file's metadata) instead of the base recipe; the record is then `sensitivity_<card>_<part>_<variant>_built.*`.

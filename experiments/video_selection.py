@@ -6,7 +6,7 @@ preset medium, strength 1) with 3 messages, re-encoded at CRF 30 (`clips.reencod
 `video.detect_video` (avg).
 The `train` set (training photos) chooses among candidates; the `heldout` set is reported, never chosen on.
 
-    .venv/bin/python scripts/video_selection.py --artifacts runs/cand5/e_motion --json runs/cand5/e_motion.video.json
+    .venv/bin/python experiments/video_selection.py --artifacts runs/cand5/e_motion --json runs/e_motion.json
 """
 
 from __future__ import annotations
