@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the `compact` card's weights (videoseal_tflite/weights/compact.pth) on CPU.
+"""Train the `compact` card's weights (videoseal_tflite/build/weights/compact.pth) on CPU.
 
 .venv/bin/python scripts/train_compact.py --workdir runs/compact        # resumes if interrupted
 """
@@ -16,7 +16,9 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path("runs/compact"), help="checkpoints and summary (resumable)"
     )
-    parser.add_argument("--out", type=Path, default=Path("videoseal_tflite/weights/compact.pth"), help="best weights")
+    parser.add_argument(
+        "--out", type=Path, default=Path("videoseal_tflite/build/weights/compact.pth"), help="best weights"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--steps-detector", type=int, default=defaults.steps_detector)
     parser.add_argument("--steps-embedder", type=int, default=defaults.steps_embedder)

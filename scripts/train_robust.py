@@ -5,7 +5,7 @@
     .venv/bin/python scripts/train_robust.py --workdir runs/robust --device cuda   # same script on a GPU
     ... --time-budget 420      # stop after 7 minutes of training, validated and resumable
 
-The best validation checkpoint goes to --out; copy it over videoseal_tflite/weights/compact.pth only when it beats
+The best validation checkpoint goes to --out; copy it over videoseal_tflite/build/weights/compact.pth only when it beats
 the shipped weights on the held-out table (scripts/heldout_table.py).
 """
 

@@ -29,12 +29,12 @@ def artifact_copy(compact_artifacts, out_root, tmp_path):
 
 
 def _verify(root, capsys):
-    code = main(["verify", str(root), "--no-load"])
+    code = main(["verify", "--artifacts", str(root), "--no-load"])
     return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 def test_verify_passes_on_a_fresh_tree(artifact_copy, capsys):
-    assert main(["verify", str(artifact_copy)]) == 0
+    assert main(["verify", "--artifacts", str(artifact_copy)]) == 0
     assert "files verified" in capsys.readouterr().out
 
 
@@ -91,7 +91,7 @@ def test_sigterm_mid_conversion_leaves_no_partial_file(tmp_path):
             "detector",
             "--variant",
             "fp32",
-            "--out",
+            "--artifacts",
             str(out),
         ],
         stdout=subprocess.PIPE,

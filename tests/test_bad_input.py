@@ -23,7 +23,7 @@ def _assert_clean(out: Path):
 
 
 def test_unknown_card(tmp_path, capsys):
-    code, err = _run(capsys, "convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", str(tmp_path))
+    code, err = _run(capsys, "convert", "--card", "videoseal_9.9", "--random-init", "0", "--artifacts", str(tmp_path))
     assert code != 0 and len(err) == 1
     assert err[0].startswith("videoseal-tflite: error: UnknownCard: unknown card 'videoseal_9.9'")
     _assert_clean(tmp_path)
@@ -43,7 +43,7 @@ def test_card_missing_fields(tmp_path, capsys, drop, field):
         del card[head]
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(card))
-    code, err = _run(capsys, "convert", "--card", str(path), "--random-init", "0", "--out", str(tmp_path / "out"))
+    code, err = _run(capsys, "convert", "--card", str(path), "--random-init", "0", "--artifacts", str(tmp_path / "out"))
     assert code != 0 and len(err) == 1
     assert f"missing required field '{field}'" in err[0]
     _assert_clean(tmp_path / "out")
@@ -54,13 +54,20 @@ def test_card_unknown_field(tmp_path, capsys):
 
     path = tmp_path / "extra.yaml"
     path.write_text(resolve_card_path("videoseal_1.0").read_text() + "\nmystery_field: 1\n")
-    code, err = _run(capsys, "convert", "--card", str(path), "--random-init", "0", "--out", str(tmp_path / "out"))
+    code, err = _run(capsys, "convert", "--card", str(path), "--random-init", "0", "--artifacts", str(tmp_path / "out"))
     assert code != 0 and len(err) == 1 and "unknown field(s): mystery_field" in err[0]
 
 
 def test_missing_checkpoint(tmp_path, capsys):
     code, err = _run(
-        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(tmp_path)
+        capsys,
+        "convert",
+        "--card",
+        "videoseal_1.0",
+        "--checkpoint",
+        str(tmp_path / "nope.pth"),
+        "--artifacts",
+        str(tmp_path),
     )
     assert code != 0 and len(err) == 1 and "checkpoint not found" in err[0]
     _assert_clean(tmp_path)
@@ -70,7 +77,7 @@ def test_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"this is not a checkpoint")
     code, err = _run(
-        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(bad), "--out", str(tmp_path / "o")
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(bad), "--artifacts", str(tmp_path / "o")
     )
     assert code != 0 and len(err) == 1 and "is not a PyTorch checkpoint" in err[0]
     _assert_clean(tmp_path / "o")
@@ -83,7 +90,7 @@ def test_truncated_checkpoint(tmp_path, capsys, loaded_models):
     cut = tmp_path / "cut.pth"
     cut.write_bytes(data[: len(data) // 3])
     code, err = _run(
-        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(cut), "--out", str(tmp_path / "o")
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(cut), "--artifacts", str(tmp_path / "o")
     )
     assert code != 0 and len(err) == 1
     assert "not a PyTorch checkpoint" in err[0] or "corrupt or truncated" in err[0]
@@ -94,7 +101,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
     other = tmp_path / "other.pth"
     torch.save({"model": {"embedder.weight": torch.zeros(3)}}, other)
     code, err = _run(
-        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(other), "--out", str(tmp_path / "o")
+        capsys, "convert", "--card", "videoseal_1.0", "--checkpoint", str(other), "--artifacts", str(tmp_path / "o")
     )
     assert code != 0 and len(err) == 1 and "does not fit card videoseal_1.0" in err[0]
 
@@ -110,7 +117,7 @@ def test_nbits_mismatch(tmp_path, capsys):
     ckpt = tmp_path / "ckpt32.pth"
     torch.save({"model": build_architecture(load_card(small)).state_dict(), "args": {"nbits": 32}}, ckpt)
     code, err = _run(
-        capsys, "convert", "--card", "videoseal_0.0", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")
+        capsys, "convert", "--card", "videoseal_0.0", "--checkpoint", str(ckpt), "--artifacts", str(tmp_path / "o")
     )
     assert code != 0 and len(err) == 1
     assert "card videoseal_0.0 has nbits=96 but checkpoint" in err[0] and "nbits=32" in err[0]
@@ -120,12 +127,14 @@ def test_nbits_mismatch(tmp_path, capsys):
 def test_unwritable_output_dir(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--random-init", "0", "--out", str(blocker / "out"))
+    code, err = _run(
+        capsys, "convert", "--card", "videoseal_1.0", "--random-init", "0", "--artifacts", str(blocker / "out")
+    )
     assert code != 0 and len(err) == 1 and "cannot be written" in err[0]
 
 
 def test_no_weights_names_random_init(tmp_path, capsys):
-    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--out", str(tmp_path))
+    code, err = _run(capsys, "convert", "--card", "videoseal_1.0", "--artifacts", str(tmp_path))
     assert code != 0 and len(err) == 1
     assert "--random-init SEED" in err[0] and "--checkpoint PATH" in err[0]
 

@@ -111,7 +111,7 @@ def _checkpoint(ctx, payload: bytes | None = None, obj=None) -> Path:
     return path
 
 
-COMPACT_WEIGHTS = Path(__file__).resolve().parents[1] / "videoseal_tflite" / "weights" / "compact.pth"
+COMPACT_WEIGHTS = Path(__file__).resolve().parents[1] / "videoseal_tflite" / "build" / "weights" / "compact.pth"
 
 
 def _compact_state(nbits: int | None = None):
@@ -189,11 +189,11 @@ CASES = {
     ),
     # checkpoints
     "checkpoint_missing": (
-        lambda c: ["convert", "--card", "compact", "--checkpoint", c["tmp"] / "nope.pth", "--out", c["out"]],
+        lambda c: ["convert", "--card", "compact", "--checkpoint", c["tmp"] / "nope.pth", "--artifacts", c["out"]],
         "InvalidCheckpoint",
     ),
     "checkpoint_zero_bytes": (
-        lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, b""), "--out", c["out"]],
+        lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, b""), "--artifacts", c["out"]],
         "InvalidCheckpoint",
     ),
     "checkpoint_random_bytes": (
@@ -203,7 +203,7 @@ CASES = {
             "compact",
             "--checkpoint",
             _checkpoint(c, np.random.default_rng(1).bytes(10_000)),
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCheckpoint",
@@ -215,7 +215,7 @@ CASES = {
             "compact",
             "--checkpoint",
             _checkpoint(c, COMPACT_WEIGHTS.read_bytes()[:1_000_000]),
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCheckpoint",
@@ -227,13 +227,21 @@ CASES = {
             "compact",
             "--checkpoint",
             _checkpoint(c, obj={"model": {"embedder.weight": torch.zeros(3)}}),
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCheckpoint",
     ),
     "checkpoint_not_a_dict": (
-        lambda c: ["convert", "--card", "compact", "--checkpoint", _checkpoint(c, obj=[1, 2, 3]), "--out", c["out"]],
+        lambda c: [
+            "convert",
+            "--card",
+            "compact",
+            "--checkpoint",
+            _checkpoint(c, obj=[1, 2, 3]),
+            "--artifacts",
+            c["out"],
+        ],
         "InvalidCheckpoint",
     ),
     "checkpoint_wrong_nbits": (
@@ -243,14 +251,14 @@ CASES = {
             "compact",
             "--checkpoint",
             _checkpoint(c, obj=_compact_state(nbits=32)),
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "NbitsMismatch",
     ),
     # cards
     "card_unknown": (
-        lambda c: ["convert", "--card", "videoseal_9.9", "--random-init", "0", "--out", c["out"]],
+        lambda c: ["convert", "--card", "videoseal_9.9", "--random-init", "0", "--artifacts", c["out"]],
         "UnknownCard",
     ),
     "card_unknown_field": (
@@ -260,7 +268,7 @@ CASES = {
             _card_with(c, lambda t: t + "\nmystery_field: 1\n"),
             "--random-init",
             "0",
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCard",
@@ -272,7 +280,7 @@ CASES = {
             _card_with(c, lambda t: re.sub(r"nbits: \d+", "nbits: sixteen", t)),
             "--random-init",
             "0",
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCard",
@@ -284,7 +292,7 @@ CASES = {
             _card_with(c, lambda t: "{{{ not: yaml"),
             "--random-init",
             "0",
-            "--out",
+            "--artifacts",
             c["out"],
         ],
         "InvalidCard",
@@ -313,7 +321,7 @@ CASES = {
     ),
     # outputs
     "output_folder_is_a_file": (
-        lambda c: ["convert", "--card", "compact", "--out", _model_file(c, b"x") / "sub"],
+        lambda c: ["convert", "--card", "compact", "--artifacts", _model_file(c, b"x") / "sub"],
         "OutputNotWritable",
     ),
     "unknown_variant": (
@@ -367,7 +375,7 @@ def test_full_disk_during_quantize_leaves_nothing(ctx, capsys, monkeypatch):
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
     code, err, _ = _run(
-        capsys, ["quantize", "--card", "compact", "--variant", "fp16", "--part", "detector", "--out", root]
+        capsys, ["quantize", "--card", "compact", "--variant", "fp16", "--part", "detector", "--artifacts", root]
     )
     assert code == 2 and len(err) == 1, err
     assert ERROR_LINE.match(err[0]).group(1) == "OutputNotWritable" and "No space left on device" in err[0]
@@ -422,7 +430,7 @@ def test_read_only_output_folder(ctx, capsys, monkeypatch):
 def test_corrupt_manifest_is_named_by_verify(ctx, capsys):
     root = _copy_compact(ctx, ctx["tmp"] / "art")
     (root / "manifest.json").write_text("{ half a manifest")
-    code, err, _ = _run(capsys, ["verify", root, "--no-load"])
+    code, err, _ = _run(capsys, ["verify", "--artifacts", root, "--no-load"])
     assert code == 1 and len(err) == 1 and err[0].startswith("corrupt_manifest:"), err
 
 
@@ -454,7 +462,8 @@ def test_paths_with_spaces_and_unicode(ctx, capsys):
     src = _real_photo(ctx["tmp"] / "фото с пробелом.png")
     marked = ctx["tmp"] / "résultat final 结果.png"
     code, err, _ = _run(
-        capsys, ["quantize", "--card", "compact", "--variant", "dynamic_int8", "--part", "detector", "--out", root]
+        capsys,
+        ["quantize", "--card", "compact", "--variant", "dynamic_int8", "--part", "detector", "--artifacts", root],
     )
     assert code == 0, err
     assert (root / "compact" / "detector_128_dynamic_int8.tflite").is_file()
@@ -467,3 +476,163 @@ def test_paths_with_spaces_and_unicode(ctx, capsys):
     assert code == 0 and "bit accuracy: 1.0000" in out, (err, out)
     code, err, out = _run(capsys, ["inspect", root / "compact" / "detector_128_dynamic_int8.tflite"])
     assert code == 0 and "BATCH_MATMUL" in out, err
+
+
+# ---- nothing goes wrong silently (issue #28) ------------------------------------------------------------------
+
+
+def _usage_error(capsys, argv: list) -> list[str]:
+    """argv must stop at parse time: exit 2 and exactly one `videoseal-tflite ...: error:` line."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(a) for a in argv])
+    assert stop.value.code == 2
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("videoseal-tflite")]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--fpr", "0"],
+        ["--fpr", "2"],
+        ["--fpr", "-1"],
+        ["--fpr", "nan"],
+        ["--threads", "0"],
+        ["--quality", "0"],
+        ["--crf", "52"],
+        ["--step-size", "0"],
+        ["--preset", "fastest"],
+        ["--message-hex", "ABCD"],  # beside --message: the two are mutually exclusive
+    ],
+)
+def test_bad_options_stop_before_any_work(ctx, capsys, extra):
+    """Every numeric option is range-checked at parse time, image and video alike: one line, exit 2, no output."""
+    for name in ("marked.png", "marked.mp4"):
+        argv = _embed(ctx, _photo(ctx["tmp"] / "p.png"), "--message", MESSAGE, *extra)
+        argv[2] = ctx["out"] / name
+        err = _usage_error(capsys, argv)
+        assert len(err) == 1 and extra[0] in err[0], err
+        assert not (ctx["out"] / name).exists()
+    detect = ["detect", ctx["tmp"] / "p.png", "--card", "compact", "--artifacts", ctx["root"]]
+    if extra[0] in ("--fpr", "--threads"):
+        assert len(_usage_error(capsys, [*detect, *extra])) == 1
+
+
+def _damaged_copy(ctx, how: str) -> Path:
+    """The compact files with the release manifest, one detector damaged: 20 KB overwritten in the middle, or its
+    largest weight buffer filled with NaN (0xFF bytes) so that it loads and computes NaN."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    root = _copy_compact(ctx, ctx["tmp"] / "art")
+    shutil.copy(ctx["root"] / "manifest.json", root / "manifest.json")
+    target = root / "compact" / "detector_128_fp32.tflite"
+    data = bytearray(target.read_bytes())
+    if how == "overwritten":
+        middle = len(data) // 2
+        data[middle : middle + 20_000] = np.random.default_rng(0).bytes(20_000)
+    else:
+        model = fb.Model.GetRootAs(bytes(data), 0)
+        buf = max((model.Buffers(i) for i in range(model.BuffersLength())), key=lambda b: b.DataLength())
+        start = buf.DataAsNumpy().ctypes.data - np.frombuffer(bytes(data), np.uint8).ctypes.data
+        start = bytes(data).find(bytes(buf.DataAsNumpy()[:64]))
+        data[start : start + buf.DataLength()] = b"\xff" * buf.DataLength()
+    target.write_bytes(bytes(data))
+    return root
+
+
+def test_a_damaged_model_is_refused_before_use(ctx, capsys):
+    """A file that differs from its release manifest: detect and embed name it and say what to run."""
+    root = _damaged_copy(ctx, "overwritten")
+    src = _photo(ctx["tmp"] / "p.png")
+    for argv in (
+        ["detect", src, "--card", "compact", "--artifacts", root, "--json"],
+        ["embed", src, ctx["out"] / "m.png", "--card", "compact", "--artifacts", root, "--message", MESSAGE],
+    ):
+        code, err, out = _run(capsys, argv)
+        assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "ModelDamaged", err
+        assert "detector_128_fp32.tflite" in err[0] and "videoseal-tflite verify --artifacts" in err[0]
+        assert out == "" and not (ctx["out"] / "m.png").exists()
+
+
+def test_a_model_computing_nan_is_an_error_and_json_stays_valid(ctx, capsys):
+    """Without a manifest to compare with, a model whose output is not finite is an error naming the file; the
+    JSON of a good run parses strictly (no bare NaN or Infinity)."""
+    import json
+
+    root = _damaged_copy(ctx, "nan")
+    (root / "manifest.json").unlink()
+    src = _photo(ctx["tmp"] / "p.png")
+    code, err, out = _run(capsys, ["detect", src, "--card", "compact", "--artifacts", root, "--json"])
+    assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "ModelOutputNotFinite", err
+    assert "detector_128_fp32.tflite" in err[0] and out == ""
+    code, err, out = _run(capsys, ["detect", src, "--card", "compact", "--artifacts", ctx["root"], "--json"])
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in --json output")
+
+    assert code == 0 and json.loads(out, parse_constant=refuse)["bits"]
+
+
+def test_the_input_is_never_replaced_without_force(ctx, capsys):
+    """embed X X (or a hard link of X) is refused; with --force the original is replaced, atomically."""
+    src = _real_photo(ctx["tmp"] / "p.png")
+    original = src.read_bytes()
+    link = ctx["tmp"] / "same inode.png"
+    os.link(src, link)
+    for output in (src, link):
+        argv = ["embed", src, output, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE]
+        code, err, _ = _run(capsys, argv)
+        assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "OutputIsInput", err
+        assert "--force" in err[0] and src.read_bytes() == original
+    code, err, _ = _run(capsys, [*argv, "--force"])
+    assert code == 0, err
+    assert src.read_bytes() != original and _leftovers(ctx["tmp"]) == []
+
+
+def test_animated_and_gif_are_refused_with_the_reason(ctx, capsys):
+    frames = [Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)) for i in range(3)]
+    gif = ctx["tmp"] / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    code, err, _ = _run(capsys, _embed(ctx, gif, "--message", MESSAGE))
+    assert code == 2 and ERROR_LINE.match(err[0]).group(1) == "UnsupportedAnimation" and "3 frames" in err[0], err
+    argv = _embed(ctx, _photo(ctx["tmp"] / "p.png"), "--message", MESSAGE)
+    argv[2] = ctx["out"] / "m.gif"
+    code, err, _ = _run(capsys, argv)
+    assert code == 2 and ERROR_LINE.match(err[0]).group(1) == "UnsupportedOutput" and ".png" in err[0], err
+    assert not ctx["out"].exists() or list(ctx["out"].iterdir()) == []
+
+
+def test_an_unknown_card_names_the_known_ones(ctx, capsys):
+    code, err, _ = _run(
+        capsys, ["detect", _photo(ctx["tmp"] / "p.png"), "--card", "compactt", "--artifacts", ctx["root"]]
+    )
+    assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "UnknownCard", err
+    assert "known cards:" in err[0] and "compact" in err[0] and "convert --card compactt" not in err[0]
+
+
+def test_resync_never_keeps_a_less_confident_reading(ctx, default_fp32, capsys):
+    """The strip of issue #28 (a photo at 40 px wide, tiled down to 40 x 20480), marked with the default card: the
+    re-found reading replaces the as-is one only when it is the more confident, so here detect reads at least what
+    --no-resync reads (it read 4/16 against 14/16 before); the p-value still counts every reading compared."""
+    from videoseal_tflite.runtime import Detector, Embedder, load_image
+    from videoseal_tflite.runtime.resync import confidence
+    from videoseal_tflite.runtime.verdict import decide
+
+    photo = Image.open(_real_photo(ctx["tmp"] / "p.png")).resize((40, 512))
+    strip = np.tile(np.asarray(photo), (40, 1, 1))
+    message = np.array([int(b) for b in MESSAGE], np.float32)
+    marked = ctx["tmp"] / "strip marked.png"
+    pixels = np.ascontiguousarray(strip.transpose(2, 0, 1), np.float32) / 255
+    watermarked = Embedder(default_fp32["embedder"]).embed(pixels, message)
+    Image.fromarray((np.clip(watermarked, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)).save(marked)
+    image = load_image(marked)
+    searched = Detector(default_fp32["detector"]).detect(image)
+    as_is = Detector(default_fp32["detector"], resync=False).detect(image)
+    print(f"strip: as is {as_is.bit_accuracy(message)}, detect {searched.bit_accuracy(message)}")
+    if searched.synced is None:
+        assert (searched.bits == as_is.bits).all()
+    else:
+        assert searched.synced.agreement > confidence(as_is.bit_logits)
+    assert searched.bit_accuracy(message) >= as_is.bit_accuracy(message)
+    if searched.searched is not None:  # a search was made: its readings count, whichever was kept
+        with_search = decide(searched.bits, message, 1e-6, searched.hypotheses)
+        assert searched.hypotheses > 1 and with_search.pvalue >= decide(searched.bits, message, 1e-6).pvalue

@@ -230,8 +230,10 @@ def test_lost_bits_warn_on_stderr_and_exit_0(root, photo, tmp_path, capsys):
 def test_bad_quality_is_one_line_and_no_file(root, photo, tmp_path, capsys, quality):
     src = tmp_path / "in.png"
     Image.fromarray(photo).save(src)
-    code, _, err = _embed(capsys, root, src, tmp_path / "out.jpg", "--quality", quality)
-    assert code == 2 and len(err) == 1 and err[0].startswith("videoseal-tflite: error: VsTfliteError: --quality")
+    with pytest.raises(SystemExit) as stop:  # checked at parse time, before any file is read
+        _embed(capsys, root, src, tmp_path / "out.jpg", "--quality", quality)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("videoseal-tflite")]
+    assert stop.value.code == 2 and len(err) == 1 and "--quality: must be in [1, 100]" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
 
 

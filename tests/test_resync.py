@@ -159,7 +159,7 @@ def test_card_tile_period_must_divide_the_processing_size(tmp_path, capsys):
     card["args"]["watermark_tile_period"] = 7
     path = Path(tmp_path) / "odd.yaml"
     path.write_text(yaml.safe_dump(card))
-    assert main(["convert", "--card", str(path), "--random-init", "0", "--out", str(tmp_path / "out")]) != 0
+    assert main(["convert", "--card", str(path), "--random-init", "0", "--artifacts", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "watermark_tile_period must be a positive integer dividing 128, got 7" in err[0]
 

@@ -22,9 +22,16 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.mark.fast
-def test_workflow_passes_actionlint():
-    proc = subprocess.run([str(VENV_BIN / "actionlint"), str(WORKFLOW)], capture_output=True, text=True)
+@pytest.mark.parametrize("workflow", sorted((ROOT / ".github" / "workflows").glob("*.yml")), ids=lambda p: p.name)
+def test_workflow_passes_actionlint(workflow):
+    proc = subprocess.run([str(VENV_BIN / "actionlint"), str(workflow)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.fast
+def test_pull_requests_run_lint_and_the_fast_tier():
+    steps = (ROOT / ".github" / "workflows" / "pr.yml").read_text()
+    assert "pull_request:" in steps and "run: make lint" in steps and "run: make test-fast" in steps
 
 
 def _expand(text: str, matrix: dict) -> str:

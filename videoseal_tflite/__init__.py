@@ -9,8 +9,8 @@ The path through the data, one function per arrow (docs: architecture):
 For users: file -> runtime (Embedder, Detector, embed_video, detect_video) -> decide -> verdict.
 
 The public API is importable from here, each name loaded on first use: `convert_card` needs the `[convert]` extra
-(torch), and a training job on a machine without the runtime's libraries imports `videoseal_tflite.training`
-without loading the interpreter.
+(torch), and a training job on a machine without the runtime's libraries imports the training layer without
+loading the interpreter.
 """
 
 import importlib

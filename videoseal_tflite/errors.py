@@ -67,3 +67,39 @@ class InvalidVideo(VsTfliteError):
 
 class UnsupportedOutput(VsTfliteError):
     pass
+
+
+class OutputIsInput(VsTfliteError):
+    """The output path names the input file (the same inode): writing would replace the original."""
+
+
+class ModelDamaged(VsTfliteError):
+    """A .tflite whose bytes differ from its release manifest's sha256."""
+
+
+class ModelOutputNotFinite(VsTfliteError):
+    """A model returned NaN or infinity: a damaged or wrongly built file."""
+
+
+class InvalidOption(VsTfliteError):
+    """Options that contradict each other or the file they act on (beyond what argparse checks)."""
+
+
+class ArtifactsMissing(VsTfliteError):
+    """The artifact folder lacks what a command reads (no card, file or report): build it first."""
+
+
+class InvalidReport(VsTfliteError):
+    """A report.json that cannot be read."""
+
+
+class InvalidShard(VsTfliteError):
+    """A folder given to `merge` that is not a shard of artifacts (no readable manifest)."""
+
+
+class BenchFailed(VsTfliteError):
+    exit_code = EXIT_CHECK_FAILED
+
+
+class UnsupportedAnimation(VsTfliteError):
+    """An animated image (GIF, APNG, WebP): marking only its first frame would silently drop the rest."""

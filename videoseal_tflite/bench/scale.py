@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from videoseal_tflite.errors import VsTfliteError
+from videoseal_tflite.errors import ArtifactsMissing, BenchFailed
 from videoseal_tflite.store.artifact import Artifact
 from videoseal_tflite.store.atomic import write_text_atomic
 
@@ -44,7 +44,7 @@ def _fp32_card(card_dir: Path, into: Path) -> Path:
     target.mkdir(parents=True)
     found = [path for art, path in Artifact.find(card_dir) if art.variant == "fp32"]
     if len(found) != 2:
-        raise VsTfliteError(f"no FP32 embedder and detector in {card_dir}; run `make convert` first")
+        raise ArtifactsMissing(f"no FP32 embedder and detector in {card_dir}; run `make convert` first")
     for path in found:
         shutil.copy(path, target)
     return target
@@ -67,7 +67,7 @@ def bench_validate_scale(
                 args = ["validate", "--artifacts", str(card.parent), "--card", card.name, "--images", str(images)]
                 run = timed_child(cli_command(*args, "--messages", "1", "--workers", str(n)))
                 if not run["ok"]:
-                    raise VsTfliteError(f"validate on {count} images failed: {run['error']}")
+                    raise BenchFailed(f"validate on {count} images failed: {run['error']}")
                 report = json.loads((card / "report.json").read_text())
                 rows.append(
                     {

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from videoseal_tflite.errors import InvalidCard, UnknownCard
+from videoseal_tflite.runtime.payload import PayloadCode
 
 # videoseal's configs/attenuation.yaml is not shipped in the wheel; these are its entries.
 ATTENUATION_CONFIGS: dict[str, dict[str, int]] = {
@@ -56,6 +57,8 @@ class Card:
     # the embedder's watermark repeats with this period (px at the processing size); `detect` then re-finds the tile
     # in a crop read as is (`resync.py`; `args.watermark_tile_period`, None: not periodic, no re-synchronisation)
     tile_period: int | None = None
+    # the error-correcting code of the payload (`args.payload_code: {m, t}`, runtime/payload.py); None: raw bits only
+    payload_code: dict | None = None
 
     @property
     def yuv(self) -> bool:
@@ -145,6 +148,18 @@ def _tile_period(args: dict, img_size: int, path: Path) -> int | None:
     return period
 
 
+def _payload_code(args: dict, nbits: int, path: Path) -> dict | None:
+    code = args.get("payload_code")
+    if code is None:
+        return None
+    try:
+        checked = PayloadCode(nbits, int(code["m"]), int(code["t"]))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise InvalidCard(f"card {path}: args.payload_code must be {{m, t}} of a BCH code that fits {nbits} bits "
+                          f"({exc})") from None  # fmt: skip
+    return {"m": checked.m, "t": checked.t}
+
+
 def load_card(name_or_path: str | Path) -> Card:
     """Parse and check a card. Raises UnknownCard / InvalidCard with one sentence."""
     path = resolve_card_path(name_or_path)
@@ -188,4 +203,5 @@ def load_card(name_or_path: str | Path) -> Card:
         step_size=step_size,
         detection_logit_trained=args.get("detection_logit_trained", True) is not False,
         tile_period=_tile_period(args, img_size, path),
+        payload_code=_payload_code(args, nbits, path),
     )

@@ -20,7 +20,7 @@ from videoseal_tflite.store.artifact import PARTS, Artifact, Provenance
 from videoseal_tflite.store.atomic import ensure_writable_dir, write_text_atomic
 from videoseal_tflite.build.cards import Card, load_card
 from videoseal_tflite.build.convert.export import ConvertedModel, convert_part
-from videoseal_tflite.errors import InvalidModelFile, VsTfliteError
+from videoseal_tflite.errors import ArtifactsMissing, InvalidModelFile, InvalidOption, UnknownVariant, VsTfliteError
 from videoseal_tflite.build.images import calibration_images, evaluation_images, random_messages
 from videoseal_tflite.store.lock import output_lock
 from videoseal_tflite.store.manifest import update_manifest
@@ -109,14 +109,14 @@ def _quantize_card(card, out_root, variants, parts, int8_io, progress, force) ->
     variants = variant_names(quantized_only=True) if variants is None else variants
     for name in variants:
         if not spec(name).quantized:
-            raise VsTfliteError(f"'{name}' is not a quantized variant; known: {', '.join(variant_names(True))}")
+            raise UnknownVariant(f"'{name}' is not a quantized variant; known: {', '.join(variant_names(True))}")
     out_dir = ensure_writable_dir(Path(out_root) / card.name)
     fp32_files = {
         part: [p for a, p in Artifact.find(out_dir, part, "fp32") if a.size == card.img_size] for part in parts
     }
     missing = [part for part, files in fp32_files.items() if not files]
     if missing:
-        raise VsTfliteError(
+        raise ArtifactsMissing(
             f"no FP32 {' / '.join(missing)} .tflite in {out_dir}; "
             f"run `videoseal-tflite convert --card {card.name}` first"
         )

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
-from videoseal_tflite.errors import InvalidMessage, VsTfliteError
+from videoseal_tflite.errors import (
+    ArtifactsMissing,
+    InvalidMessage,
+    InvalidOption,
+    InvalidReport,
+    OutputIsInput,
+    VsTfliteError,
+)
+from videoseal_tflite.runtime.video import X264_PRESETS
 from videoseal_tflite.store.artifact import DEFAULT_CARD, cards_present, default_card, find_model
 
 PROG = "videoseal-tflite"
@@ -64,7 +73,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if not cards:
         cards = [DEFAULT_CARD]
     if args.checkpoint and len(cards) > 1:
-        raise VsTfliteError("--checkpoint applies to one card; give exactly one --card")
+        raise InvalidOption("--checkpoint applies to one card; give exactly one --card")
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     parts = tuple(args.part) if args.part else PARTS
     failed = 0
@@ -101,7 +110,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     if not variants:
         from videoseal_tflite.store.variants import variant_names
 
-        raise VsTfliteError(f"nothing to do: give --variant {'|'.join(variant_names(quantized_only=True))}")
+        raise InvalidOption(f"nothing to do: give --variant {'|'.join(variant_names(quantized_only=True))}")
     from videoseal_tflite.store.artifact import PARTS
 
     card = args.card or default_card(args.artifacts)
@@ -128,7 +137,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         profile = profile_ops(args.file, threads=args.threads, runs=args.runs)
     if args.json:
         extra = {"op_profile": profile.to_json()} if profile else {}
-        print(json.dumps(result.to_json(with_ops=True) | extra, indent=2))
+        _print_json(result.to_json(with_ops=True) | extra)
     else:
         print(format_inspection(result))
         if profile:
@@ -140,26 +149,75 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _message(args: argparse.Namespace, nbits: int):
+def _message(args: argparse.Namespace, meta: dict):
+    """The message bits from --message / --message-hex, or --payload encoded with the card's code; None if none."""
     from videoseal_tflite.runtime.image import parse_message
+    from videoseal_tflite.runtime.payload import PayloadCode, payload_bits
 
+    if args.payload is not None:
+        code = PayloadCode.from_meta(meta)
+        if code is None:
+            raise InvalidMessage(
+                f"card {meta.get('card')} declares no payload code: give its {meta.get('nbits')} bits with --message"
+            )
+        return code.encode(payload_bits(args.payload, code.data_bits))
     if args.message is None and args.message_hex is None:
         return None
-    return parse_message(args.message, args.message_hex, nbits)
+    return parse_message(args.message, args.message_hex, int(meta["nbits"]))
 
 
-def _detection_json(detection, message) -> dict:
+def _payload_report(bits, meta: dict, fpr: float, hypotheses: int = 1) -> dict | None:
+    """Without a message: the payload decoded with the card's code, and its verdict at `fpr` (None: no code)."""
+    from videoseal_tflite.runtime.payload import PayloadCode, payload_text
+
+    code = PayloadCode.from_meta(meta)
+    if code is None:
+        return None
+    decoded = code.decode(bits)
+    pvalue = min(1.0, decoded.pvalue * hypotheses)
+    out = {"code": code.to_json(), "check_passed": decoded.ok, "corrected_bits": decoded.corrected, "pvalue": pvalue}
+    if decoded.ok:
+        out |= payload_text(decoded.data)
+    best = min(1.0, code.pvalue(0) * hypotheses)
+    if best > fpr:  # the code cannot decide at this rate even from a perfect reading
+        return out | {
+            "watermarked": None,
+            "reason": f"a clean payload reaches at best p-value {best:.2g} > FPR {fpr:.0e}",
+        }
+    return out | {"watermarked": decoded.ok and pvalue <= fpr}
+
+
+def _payload_lines(payload: dict, fpr: float) -> list[str]:
+    if not payload["check_passed"]:
+        return ["payload: the code's check failed (more flipped bits than it corrects): no payload read",
+                f"verdict: not shown to be watermarked at FPR {fpr:.0e}"]  # fmt: skip
+    shown = payload["text"] if payload["text"] is not None else payload["hex"]
+    decided = {True: "watermarked", False: "not shown to be watermarked", None: "undecided"}[payload["watermarked"]]
+    return [
+        f"payload: {shown!r} ({payload['hex']}; check passed, {payload['corrected_bits']} bits corrected)",
+        f"verdict: {decided} (p-value {payload['pvalue']:.3g}, FPR {fpr:.0e})",
+    ]
+
+
+def _detection_json(detection, message, meta: dict) -> dict:
+    """Bits, and the detection logit only where the card trained it (else null, with the reason): embed's and
+    detect's JSON say the same."""
     from videoseal_tflite.runtime.image import bits_to_text
 
-    out = {"bits": bits_to_text(detection.bits), "detection_logit": detection.detection_logit}
+    note = _detection_logit_note(meta)
+    out = {"bits": bits_to_text(detection.bits), "detection_logit": None if note else detection.detection_logit}
+    if note:
+        out["detection_logit_note"] = note
     if message is not None:
         out["bit_accuracy"] = detection.bit_accuracy(message)
     return out
 
 
 def _synced_json(detection) -> dict:
-    synced = detection.synced
+    """The re-synchronisation's record; `kept` says whether its reading replaced the as-is one."""
+    synced = detection.searched
     return {
+        "kept": detection.synced is not None,
         "extent": list(synced.extent),
         "phase": list(synced.phase),
         "agreement": synced.agreement,
@@ -168,7 +226,12 @@ def _synced_json(detection) -> dict:
 
 
 def _synced_line(detection) -> str:
-    synced = detection.synced
+    synced = detection.searched
+    if detection.synced is None:
+        return (
+            f"re-synchronisation: the reading as is was unsure; no re-found tile read more surely, so the reading "
+            f"as is was kept (chosen among {synced.hypotheses} readings: p-values x {synced.hypotheses})"
+        )
     cx, cy = synced.extent
     return (
         f"re-synchronised: the reading as is was unsure; the mark's tile was found at {cx:.3f} x {cy:.3f} of the "
@@ -260,7 +323,7 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
         **verdict.to_json(),
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
     else:
         speed = result.frames / max(result.seconds_total, 1e-9)
         print(
@@ -293,16 +356,20 @@ def _saved_warning(accuracy: float, unsaved: float, written, quality: int) -> st
 def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Path, detector_path: Path) -> int:
     """Watermark the RGB; keep alpha, EXIF (orientation applied, tag set to 1), ICC profile and, where the
     output format and the watermark allow it, the mode (see `image_io`); then read the saved file back."""
-    from videoseal_tflite.runtime.image import Detector, load_image
-    from videoseal_tflite.runtime.image_io import check_quality, output_format, read_image, write_image
+    from videoseal_tflite.runtime.image import Detector
+    from videoseal_tflite.runtime.image_io import check_quality, output_format, read_image, read_pixels, write_image
 
     check_quality(args.quality)
-    source = read_image(args.input)
     output_format(args.output)  # a bad extension fails before any work
-    watermarked = embedder.embed(source.pixels, message)
+    source = read_image(args.input)
+    # 8-bit inputs in row bands (memory grows with the width); 16-bit ones keep their precision in float
+    if source.rgb8 is not None:
+        watermarked = embedder.embed_rgb8(source.rgb8, message)
+    else:
+        watermarked = embedder.embed(source.pixels, message)
     written = write_image(args.output, watermarked, source, args.quality)
     detector = Detector(detector_path, args.threads, resync=False)  # the saved file must read back as is
-    detection = detector.detect(load_image(args.output))
+    detection = detector.detect(read_pixels(args.output))
     report = {
         "output": str(args.output),
         "embedder": str(embedder_path),
@@ -312,10 +379,10 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         **({"quality": args.quality} if written.format in ("JPEG", "WEBP") else {}),
         "kept": list(written.kept),
         "notes": list(written.notes),
-        **_detection_json(detection, message),
+        **_detection_json(detection, message, detector.model.meta),
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
     else:
         print(f"wrote {args.output} ({written.mode}; {embedder_path.name})")
         if embedder.strength != 1:
@@ -327,21 +394,63 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         print(f"recovered bits: {report['bits']}")
         print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name})")
     if report["bit_accuracy"] < 1.0:
-        unsaved = detector.detect(watermarked).bit_accuracy(message)
+        unsaved = detector.detect(watermarked).bit_accuracy(message)  # uint8 HxWx3 or float [3,H,W]: both read
         print(_saved_warning(report["bit_accuracy"], unsaved, written, args.quality), file=sys.stderr)
     return 0
+
+
+def _find_model(args: argparse.Namespace, part: str, variant: str) -> Path:
+    """The artifact for --card/--variant; a --card that is no card at all is `UnknownCard` naming the known ones
+    (not advice to convert a card that does not exist)."""
+    if args.card and not (Path(args.artifacts) / args.card).is_dir():
+        try:  # optional heavy dependency: the card files are read with PyYAML, in the [convert] extra
+            from videoseal_tflite.build.cards import resolve_card_path
+        except ImportError:
+            pass
+        else:
+            resolve_card_path(args.card)
+    return find_model(args.artifacts, args.card, part, variant)
+
+
+def _refuse_replacing_input(source: Path, output: Path, force: bool) -> None:
+    """The input is never lost: an output that is the input file (the same inode, whatever the path says) is refused
+    unless --force; the write is atomic either way, so the original stays whole until the new file is complete."""
+    if force or not (source.exists() and output.exists()):
+        return
+    if os.path.samefile(source, output):
+        raise OutputIsInput(
+            f"{output} is the input file {source}; writing would replace the original: "
+            "give another output path, or --force to replace it"
+        )
+
+
+def _print_json(report: dict) -> None:
+    """JSON on stdout that every parser reads: a non-finite number (which no model output may carry; see
+    runtime.image._Model) becomes null rather than the bare NaN that json.dumps writes by default."""
+
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    print(json.dumps(finite(report), indent=2, allow_nan=False))
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from videoseal_tflite.runtime.image import Embedder
     from videoseal_tflite.runtime.video import is_video_path
 
-    embedder_path = args.embedder or find_model(args.artifacts, args.card, "embedder", args.variant)
-    detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.detector_variant)
+    _refuse_replacing_input(args.input, args.output, args.force)
+    embedder_path = args.embedder or _find_model(args, "embedder", args.variant)
+    detector_path = args.detector or _find_model(args, "detector", args.detector_variant)
     embedder = Embedder(embedder_path, args.threads, args.strength)
-    message = _message(args, embedder.nbits)
+    message = _message(args, embedder.model.meta)
     if message is None:
-        raise InvalidMessage("give the message to embed with --message BITS or --message-hex HEX")
+        raise InvalidMessage("give the message to embed with --message BITS, --message-hex HEX or --payload TEXT")
     if is_video_path(args.input):
         return _embed_video(args, embedder, message, Path(embedder_path), Path(detector_path))
     return _embed_image(args, embedder, message, Path(embedder_path), Path(detector_path))
@@ -379,16 +488,19 @@ def _detect_video(args: argparse.Namespace, detector, message, detector_path: Pa
             **verdict.to_json(),
             "frame_bit_accuracy": _frame_accuracy_json(detection, message),
         }
+    payload = None if message is not None else _payload_report(detection.bits, detector.model.meta, args.fpr)
+    if payload is not None:
+        report |= {"payload": payload, "watermarked": payload["watermarked"]}
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
         return 0
     print(f"bits: {report['bits']}")
     print(
         f"frames read: {report['frames_read']} of {report['frames_decoded']} (every {args.every}), "
         f"aggregation {args.aggregation}"
     )
-    logit = f"n/a ({note})" if note else f"{report['detection_logit']:.3f} (mean over frames)"
-    print(f"detection logit: {logit}")
+    if not note:
+        print(f"detection logit: {report['detection_logit']:.3f} (mean over frames)")
     if detection.tracked:
         print(_tracking_line(report["tile_tracking"]))
     if message is not None:
@@ -399,40 +511,51 @@ def _detect_video(args: argparse.Namespace, detector, message, detector_path: Pa
         )
         for line in _verdict_lines(verdict):
             print(line)
+    for line in _payload_lines(payload, args.fpr) if payload is not None else ():
+        print(line)
     return 0
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from videoseal_tflite.runtime.image import Detector, load_image
+    from videoseal_tflite.runtime.image import Detector
+    from videoseal_tflite.runtime.image_io import read_pixels
     from videoseal_tflite.runtime.verdict import decide
     from videoseal_tflite.runtime.video import is_video_path
 
-    detector_path = args.detector or find_model(args.artifacts, args.card, "detector", args.variant)
+    detector_path = args.detector or _find_model(args, "detector", args.variant)
     detector = Detector(detector_path, args.threads, resync=not args.no_resync)
-    message = _message(args, detector.nbits)
+    message = _message(args, detector.model.meta)
     if is_video_path(args.input):
         return _detect_video(args, detector, message, Path(detector_path))
-    detection = detector.detect(load_image(args.input))
-    note = _detection_logit_note(detector.model.meta)
-    report = {"input": str(args.input), "detector": str(detector_path), **_detection_json(detection, message)}
-    if note:
-        report |= {"detection_logit": None, "detection_logit_note": note}
-    if detection.synced:
+    detection = detector.detect(read_pixels(args.input))
+    report = {
+        "input": str(args.input),
+        "detector": str(detector_path),
+        **_detection_json(detection, message, detector.model.meta),
+    }
+    if detection.searched:
         report["resynchronised"] = _synced_json(detection)
     verdict = decide(detection.bits, message, args.fpr, detection.hypotheses) if message is not None else None
     if verdict is not None:
         report |= verdict.to_json()
+    payload = None if message is not None else _payload_report(detection.bits, detector.model.meta, args.fpr,
+                                                                 detection.hypotheses)  # fmt: skip
+    if payload is not None:
+        report |= {"payload": payload, "watermarked": payload["watermarked"]}
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
     else:
-        if detection.synced:
+        if detection.searched:
             print(_synced_line(detection))
         print(f"bits: {report['bits']}")
-        print(f"detection logit: {'n/a (' + note + ')' if note else format(detection.detection_logit, '.3f')}")
+        if report["detection_logit"] is not None:  # a card whose detection logit was not trained prints nothing
+            print(f"detection logit: {report['detection_logit']:.3f}")
         if verdict is not None:
             print(f"bit accuracy: {report['bit_accuracy']:.4f}")
             for line in _verdict_lines(verdict):
                 print(line)
+        for line in _payload_lines(payload, args.fpr) if payload is not None else ():
+            print(line)
     return 0
 
 
@@ -443,12 +566,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     root = Path(args.artifacts)
     cards = [args.card] if args.card else cards_present(root)
     if not cards:
-        raise VsTfliteError(f"no card artifacts under {root}; run `make convert` first")
+        raise ArtifactsMissing(f"no card artifacts under {root}; run `make convert` first")
     problems, reports = [], []
     for card in cards:
         card_dir = root / card
         if not card_dir.is_dir():
-            raise VsTfliteError(f"no artifacts for card {card} in {root}")
+            raise ArtifactsMissing(f"no artifacts for card {card} in {root}")
         report = validate_card(
             card_dir,
             args.images,
@@ -477,7 +600,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from videoseal_tflite.validate.verify import verify_artifacts
 
-    root = args.artifacts_positional or args.artifacts
+    root = args.artifacts
     checked, problems = verify_artifacts(root, load=not args.no_load)
     for problem in problems:
         print(problem.line(), file=sys.stderr)
@@ -496,7 +619,7 @@ def _bench_video(args: argparse.Namespace) -> int:
 
     card_dir = Path(args.artifacts) / args.card
     if not any(card_dir.glob("*.tflite")):
-        raise VsTfliteError(f"no .tflite files for {args.card} in {args.artifacts}; run `make convert` first")
+        raise ArtifactsMissing(f"no .tflite files for {args.card} in {args.artifacts}; run `make convert` first")
     record = bench_video(card_dir, variants=tuple(args.variant) if args.variant else None, preset=args.preset)
     out = Path(args.artifacts) / "bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -561,9 +684,9 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     try:
         report = json.loads(path.read_text())
     except FileNotFoundError:
-        raise VsTfliteError(f"no report at {path}; run `make validate` (or videoseal-tflite validate) first") from None
+        raise ArtifactsMissing(f"no report at {path}; run `videoseal-tflite validate` first") from None
     except json.JSONDecodeError as exc:
-        raise VsTfliteError(f"{path} is not valid JSON ({exc.msg})") from None
+        raise InvalidReport(f"{path} is not valid JSON ({exc.msg})") from None
     best, why = pick(report, args.part, args.max_mb, args.min_bit_acc, args.max_ms)
     if best is None:
         print(why, file=sys.stderr)
@@ -580,9 +703,15 @@ def _runtime_options(parser: argparse.ArgumentParser, with_detector_variant: boo
     # checked against the table by find_model: an unknown name is one UnknownVariant line, not a usage dump
     parser.add_argument("--variant", default="fp32", help=f"which file of the card: {', '.join(variant_names())}")
     _artifacts_option(parser)
-    parser.add_argument("--message", help="message bits, e.g. 0101... (as many as the card's nbits)")
-    parser.add_argument("--message-hex", help="message as hexadecimal")
-    parser.add_argument("--threads", type=int, default=2)
+    message = parser.add_mutually_exclusive_group()
+    message.add_argument("--message", help="message bits, e.g. 0101... (as many as the card's nbits)")
+    message.add_argument("--message-hex", help="message as hexadecimal")
+    message.add_argument(
+        "--payload",
+        metavar="TEXT|0xHEX",
+        help="data to carry with the card's error-correcting code (cards with a payload_code): text, or 0x + hex",
+    )
+    parser.add_argument("--threads", type=_positive_int, default=2, help="LiteRT interpreter threads (default 2)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--detector", type=Path, help="explicit detector .tflite (overrides --card/--variant)")
     if with_detector_variant:
@@ -601,6 +730,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _bounded(cast: type, low: float | None = None, high: float | None = None, open_low: bool = False,
+             open_high: bool = False):  # fmt: skip
+    """argparse type: `cast(text)` within [low, high] (an open end excludes its bound); argparse turns the
+    error into one usage line and exit 2, before any work."""
+    left, right = "(" if open_low else "[", ")" if open_high else "]"
+    span = f"{left}{'-inf' if low is None else format(low, 'g')}, {'inf' if high is None else format(high, 'g')}{right}"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if cast is int else 'number'}"
+            ) from None
+        too_low = low is not None and (value < low or (open_low and value == low))
+        too_high = high is not None and (value > high or (open_high and value == high))
+        if too_low or too_high or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return value
+
+    parse.__name__ = cast.__name__  # argparse names the type in some messages
+    return parse
+
+
+_probability = _bounded(float, 0, 1, open_low=True, open_high=True)  # --fpr: 0 and 1 decide nothing
+_fraction = _bounded(float, 0, 1)
+
+
 def _strength(text: str) -> float:
     """argparse type of `embed --strength`: a number in (0, runtime.MAX_STRENGTH]."""
     from videoseal_tflite.runtime.image import MAX_STRENGTH
@@ -614,16 +771,9 @@ def _strength(text: str) -> float:
     return value
 
 
-def _artifacts_option(parser: argparse.ArgumentParser, out_alias: bool = False) -> None:
-    """`--artifacts DIR` everywhere; `--out` is the deprecated spelling some commands had (kept one release)."""
-    flags = ("--artifacts", "--out") if out_alias else ("--artifacts",)
-    parser.add_argument(
-        *flags,
-        dest="artifacts",
-        type=Path,
-        default=Path("artifacts"),
-        help="artifact root (default: artifacts)" + ("; --out is a deprecated alias" if out_alias else ""),
-    )
+def _artifacts_option(parser: argparse.ArgumentParser) -> None:
+    """`--artifacts DIR`, the one spelling of the artifact root in every command."""
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="artifact root (default: artifacts)")
 
 
 def _part_option(parser: argparse.ArgumentParser, **kwargs) -> None:
@@ -668,21 +818,24 @@ def _video_embed_options(embed: argparse.ArgumentParser) -> None:
     """`embed`'s video-only options: step size, and libx264's CRF and preset."""
     embed.add_argument(
         "--step-size",
-        type=int,
+        type=_positive_int,
         metavar="K",
         help="video: run the embedder on every K-th frame and reuse its watermark for the K-1 after it "
         "(default: the card's videoseal_step_size, 4)",
     )
     embed.add_argument(
-        "--crf", type=int, default=23, help="video: libx264 constant rate factor, 0-51, lower is better (default 23)"
+        "--crf",
+        type=_bounded(int, 0, 51),
+        default=23,
+        help="video: libx264 constant rate factor, 0-51, lower is better (default 23)",
     )
     embed.add_argument(
-        "--preset", default="medium", help="video: libx264 preset, ultrafast ... veryslow (default medium)"
+        "--preset", default="medium", choices=X264_PRESETS, help="video: libx264 preset (default medium)"
     )
 
 
-def _add_embed_and_detect(sub) -> None:
-    """The `embed` and `detect` subcommands: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
+def _add_embed(sub) -> None:
+    """The `embed` subcommand: images, and videos (.mp4 .m4v .mov .mkv .webm .avi, or probed)."""
     embed = sub.add_parser(
         "embed", help="watermark an image or a video with the .tflite embedder", description=_EMBED_DESCRIPTION
     )
@@ -692,7 +845,12 @@ def _add_embed_and_detect(sub) -> None:
     )
     _runtime_options(embed, with_detector_variant=True)
     _video_embed_options(embed)
-    embed.add_argument("--fpr", type=float, default=1e-6, help="false-positive rate of the verdict (default 1e-6)")
+    embed.add_argument(
+        "--fpr", type=_probability, default=1e-6, help="false-positive rate of the verdict, 0 < F < 1 (default 1e-6)"
+    )
+    embed.add_argument(
+        "--force", action="store_true", help="replace the output even when it is the input file (still atomic)"
+    )
     embed.add_argument(
         "--strength",
         type=_strength,
@@ -703,18 +861,20 @@ def _add_embed_and_detect(sub) -> None:
     )
     embed.add_argument(
         "--quality",
-        type=int,
+        type=_bounded(int, 1, 100),
         default=95,
         metavar="Q",
         help="image: JPEG/WebP output quality, 1-100 (default 95); low values can lose watermark bits",
     )
     embed.set_defaults(func=_cmd_embed)
 
+
+def _add_detect(sub) -> None:
     detect = sub.add_parser("detect", help="read the message bits from an image or a video with the .tflite detector")
     detect.add_argument("input", type=Path)
     _runtime_options(detect, with_detector_variant=False)
     detect.add_argument(
-        "--every", type=int, default=1, metavar="N", help="video: read every N-th frame (default 1: all)"
+        "--every", type=_positive_int, default=1, metavar="N", help="video: read every N-th frame (default 1: all)"
     )
     detect.add_argument(
         "--aggregation",
@@ -731,9 +891,9 @@ def _add_embed_and_detect(sub) -> None:
     )
     detect.add_argument(
         "--fpr",
-        type=float,
+        type=_probability,
         default=1e-6,
-        help="with --message: false-positive rate at which the verdict is decided (default 1e-6); the "
+        help="with --message: false-positive rate, 0 < F < 1, at which the verdict is decided (default 1e-6); the "
         "p-value is P(Binomial(nbits, 1/2) >= matching bits)",
     )
     detect.set_defaults(func=_cmd_detect)
@@ -748,7 +908,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_quantize(sub)
     _add_inspect(sub)
-    _add_embed_and_detect(sub)
+    _add_embed(sub)
+    _add_detect(sub)
     _add_validate(sub)
     _add_verify(sub)
     _add_merge(sub)
@@ -775,7 +936,7 @@ def _add_convert(sub) -> None:
         "--random-init", type=int, metavar="SEED", help="untrained, seeded random weights (labelled random-init)"
     )
     _part_option(convert, action="append", help="only this part (repeatable)")
-    _artifacts_option(convert, out_alias=True)
+    _artifacts_option(convert)
     convert.add_argument(
         "--no-rewrites", action="store_true", help="export the original graph, without TFLite-friendly rewrites"
     )
@@ -788,7 +949,7 @@ def _add_quantize(sub) -> None:
     quantize.add_argument(
         "--card", help="card whose <artifacts>/<card>/*_fp32*.tflite to quantize (default: the one present)"
     )
-    _artifacts_option(quantize, out_alias=True)
+    _artifacts_option(quantize)
     _part_option(quantize, action="append", help="only this part (repeatable)")
     _variant_options(quantize)
     quantize.set_defaults(func=_cmd_quantize, quiet_step="quantize")
@@ -826,7 +987,7 @@ def _add_validate(sub) -> None:
         "--images", type=Path, help="folder of PNG/JPEG images of any size (default: the evaluation set)"
     )
     validate.add_argument("--messages", type=_positive_int, default=2, help="random messages per image (default 2)")
-    validate.add_argument("--threads", type=int, default=2)
+    validate.add_argument("--threads", type=_positive_int, default=2)
     validate.add_argument(
         "--workers",
         type=_positive_int,
@@ -849,21 +1010,16 @@ def _add_validate(sub) -> None:
         metavar="POINTS",
         help="with --attacks: exit 1 naming every quantized file more than POINTS below FP32 under an attack",
     )
-    validate.add_argument("--min-bit-acc", type=float, help="exit 1 listing every record below this bit accuracy")
-    validate.add_argument("--max-psnr-drop", type=float, help="exit 1 listing every embedder more than D dB below FP32")
+    validate.add_argument("--min-bit-acc", type=_fraction, help="exit 1 listing every record below this bit accuracy")
+    validate.add_argument(
+        "--max-psnr-drop", type=_bounded(float, 0), help="exit 1 listing every embedder more than D dB below FP32"
+    )
     validate.set_defaults(func=_cmd_validate, quiet_step="validate")
 
 
 def _add_verify(sub) -> None:
     verify = sub.add_parser("verify", help="check every artifact against manifest.json (hash, size, loads, no extras)")
     _artifacts_option(verify)
-    verify.add_argument(
-        "artifacts_positional",
-        type=Path,
-        nargs="?",
-        metavar="ARTIFACTS",
-        help="deprecated: the artifact root as a positional argument (use --artifacts)",
-    )
     verify.add_argument("--no-load", action="store_true", help="hashes only")
     verify.set_defaults(func=_cmd_verify)
 
@@ -886,9 +1042,9 @@ def _add_bench(sub) -> None:
     _artifacts_option(bench)  # the record goes to <artifacts>/bench/<card>.json + .md
     _variant_choice(bench, "only this variant (repeatable; default: all)")
     bench.add_argument(
-        "--invokes", type=int, default=20, help="timed invokes per variant and thread count (default 20)"
+        "--invokes", type=_positive_int, default=20, help="timed invokes per variant and thread count (default 20)"
     )
-    bench.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds (default 4)")
+    bench.add_argument("--rounds", type=_positive_int, default=4, help="interleaved timing rounds (default 4)")
     bench.add_argument("--no-scaling", action="store_true", help="skip the 128/256/512 detector re-exports")
     bench.add_argument(
         "--video",
@@ -913,9 +1069,9 @@ def _add_pick(sub) -> None:
     pick.add_argument("--card", help=f"card whose report to read (default: the one present, else {DEFAULT_CARD})")
     _artifacts_option(pick)
     pick.add_argument("--report", type=Path, help="explicit report.json")
-    pick.add_argument("--max-mb", type=float)
-    pick.add_argument("--min-bit-acc", type=float)
-    pick.add_argument("--max-ms", type=float)
+    pick.add_argument("--max-mb", type=_bounded(float, 0, open_low=True))
+    pick.add_argument("--min-bit-acc", type=_fraction)
+    pick.add_argument("--max-ms", type=_bounded(float, 0, open_low=True))
     pick.set_defaults(func=_cmd_pick)
 
 

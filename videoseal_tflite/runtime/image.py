@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
 
-from videoseal_tflite.errors import InvalidImage, InvalidMessage, InvalidModelFile, VsTfliteError
-from videoseal_tflite.runtime.resync import SyncedReading, resynchronise, unsure
+from videoseal_tflite.errors import (
+    InvalidImage,
+    InvalidMessage,
+    InvalidModelFile,
+    InvalidOption,
+    ModelDamaged,
+    ModelOutputNotFinite,
+)
+from videoseal_tflite.runtime import bands
+from videoseal_tflite.runtime.resync import SyncedReading, confidence, resynchronise, unsure
+from videoseal_tflite.store.manifest import recorded_sha256
 from videoseal_tflite.tflite.interpreter import SignatureModel
 from videoseal_tflite.tflite.metadata import read_metadata
 
@@ -47,6 +57,13 @@ def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
         return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
 
     return np.stack(each_plane(resize, planes)).astype(np.float32)
+
+
+def _resize_any(image: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
+    """`resize_bilinear` of a float [3,H,W] image, or the banded downscale of uint8 / Pillow RGB pixels."""
+    if isinstance(image, np.ndarray) and image.dtype != np.uint8:
+        return resize_bilinear(image, height, width)
+    return bands.downscale(image, height, width)
 
 
 def each_plane(fn: Callable[[np.ndarray], np.ndarray], planes: Iterable[np.ndarray]) -> list[np.ndarray]:
@@ -165,15 +182,19 @@ def attenuation_of(meta: dict) -> tuple[int, int] | None:
 
 
 class _Model:
-    """A videoseal-tflite .tflite with its metadata record; errors become one-line `InvalidModelFile`."""
+    """A videoseal-tflite .tflite with its metadata record. Checked before use: a file that a release manifest lists
+    must have the sha256 it records (`ModelDamaged`), and every output must be finite (`ModelOutputNotFinite`);
+    other errors become one-line `InvalidModelFile`."""
 
     def __init__(self, path: Path, threads: int) -> None:
         path = Path(path)
         try:
             data = path.read_bytes()
-            self.meta = read_metadata(data)
         except OSError as exc:
             raise InvalidModelFile(f"cannot read {path}: {exc.strerror}") from None
+        _check_against_manifest(path, data)
+        try:
+            self.meta = read_metadata(data)
         except Exception:
             raise InvalidModelFile(f"{path} is not a videoseal-tflite model (no readable metadata)") from None
         if not self.meta:
@@ -185,7 +206,41 @@ class _Model:
         self.path = path
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return self.model(**{k: v.astype(np.float32) for k, v in inputs.items()})
+        out = self.model(**{k: v.astype(np.float32) for k, v in inputs.items()})
+        bad = [name for name, value in out.items() if not np.isfinite(value).all()]
+        if bad:
+            raise ModelOutputNotFinite(
+                f"{self.path} gave non-finite values (NaN or infinity) in {', '.join(bad)}: the file is damaged or "
+                f"was built wrong; check it with `videoseal-tflite verify --artifacts DIR` or rebuild it "
+                f"(`make convert`)"
+            )
+        return out
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file hashed once per process
+
+
+def _sha256_of(path: Path, data: bytes) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = hashlib.sha256(data).hexdigest()
+    return _HASHED[key]
+
+
+def _check_against_manifest(path: Path, data: bytes) -> None:
+    """Once per file and process (the hash is cached): the bytes a release manifest records, or `ModelDamaged`."""
+    recorded = recorded_sha256(path)
+    if recorded is None:
+        return
+    manifest, expected = recorded
+    actual = _sha256_of(path, data)
+    if actual != expected:
+        raise ModelDamaged(
+            f"{path} does not match {manifest} (sha256 {actual[:12]}..., recorded {expected[:12]}...): "
+            f"the file was changed or damaged; run `videoseal-tflite verify --artifacts {manifest.parent}` or "
+            f"rebuild it (`make convert`)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,12 +248,14 @@ class Detection:
     bit_logits: np.ndarray  # [nbits]
     bits: np.ndarray  # [nbits] bool
     detection_logit: float
-    synced: SyncedReading | None = None  # set when the as-is reading was unsure and a crop's tile was re-found
+    synced: SyncedReading | None = None  # the re-synchronised reading these bits come from, when it was kept
+    searched: SyncedReading | None = None  # the best re-synchronised reading, when one was looked for
 
     @property
     def hypotheses(self) -> int:
-        """How many readings these bits were chosen among (1: read as is); p-values are multiplied by it."""
-        return self.synced.hypotheses if self.synced else 1
+        """How many readings these bits were chosen among (1: read as is); p-values are multiplied by it. A search
+        that kept the as-is reading still counts: the choice was made among all of them."""
+        return self.searched.hypotheses if self.searched else 1
 
     def bit_accuracy(self, message: np.ndarray) -> float:
         return float((self.bits == np.asarray(message).astype(bool)).mean())
@@ -213,7 +270,7 @@ class Embedder:
 
     def __init__(self, path: Path, threads: int = 2, strength: float = 1.0) -> None:
         if not 0 < strength <= MAX_STRENGTH:
-            raise VsTfliteError(f"strength must be in (0, {MAX_STRENGTH:g}], got {strength:g}")
+            raise InvalidOption(f"strength must be in (0, {MAX_STRENGTH:g}], got {strength:g}")
         self.model = _Model(path, threads)
         meta = self.model.meta
         if meta.get("part") != "embedder":
@@ -231,11 +288,40 @@ class Embedder:
         w = self.model(image=small[None], message=np.asarray(message, np.float32).reshape(1, -1))["watermark"][0]
         return resize_bilinear(w, height, width)
 
-    def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
-        """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
+    def embed_rgb8(self, rgb8: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 + [nbits] 0/1 -> the watermarked HxWx3 uint8: `to_uint8(embed(...))` in row bands, so memory
+        grows with the width, not the area (runtime/bands.py); the JND of attenuating cards is computed per band
+        with the rows its 5x5 kernel reaches beyond it."""
+        message = self._checked(message)
+        height, width = rgb8.shape[:2]
+        small = bands.downscale(rgb8, self.size, self.size)
+        watermark = self.model(image=small[None], message=message.reshape(1, -1))["watermark"][0]
+        upscale = bands.Upscale(watermark, height, width)
+        reach = 2 if self.attenuation else 0
+
+        def band(start: int, stop: int) -> np.ndarray:
+            lo, hi = max(start - reach, 0), min(stop + reach, height)
+            x = bands.as_float_planes(rgb8[lo:hi])
+            w = upscale.rows(start, stop)
+            if self.attenuation:
+                w = jnd_heatmaps(x, *self.attenuation)[:, start - lo : stop - lo] * w
+            y = self.scaling_i * x[:, start - lo : stop - lo] + self.scaling_w * w
+            return to_uint8(np.clip(y, 0, 1).astype(np.float32))
+
+        out = np.empty_like(rgb8)
+        for start, rows in bands.map_bands(band, height):
+            out[start : start + rows.shape[0]] = rows
+        return out
+
+    def _checked(self, message: np.ndarray) -> np.ndarray:
         message = np.asarray(message, np.float32).reshape(-1)
         if message.size != self.nbits:
             raise InvalidMessage(f"message has {message.size} bits but the model takes {self.nbits}")
+        return message
+
+    def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
+        """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
+        message = self._checked(message)
         return blend(image, self.watermark(image, message), self.scaling_w, self.scaling_i, self.attenuation)
 
 
@@ -261,9 +347,14 @@ class Detector:
         """[3,S,S] at the processing size -> [nbits] bit logits."""
         return self.logits(small)[0]
 
-    def detect(self, image: np.ndarray) -> Detection:
-        logits, detection_logit = self.logits(resize_bilinear(image, self.size, self.size))
+    def detect(self, image: np.ndarray | Image.Image) -> Detection:
+        """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image, read in row bands (memory of the
+        decoded file and a few bands, runtime/bands.py)."""
+        logits, detection_logit = self.logits(_resize_any(image, self.size, self.size))
         if self.tile_period and unsure(logits):
-            synced = resynchronise(image, self.read, self.tile_period, self.size, resize_bilinear)
-            return Detection(synced.bit_logits, synced.bit_logits > 0, detection_logit, synced)
+            found = resynchronise(image, self.read, self.tile_period, self.size, _resize_any)
+            # never worse than as is: the re-found reading replaces it only when it is the more confident one
+            if found.agreement > confidence(logits):
+                return Detection(found.bit_logits, found.bit_logits > 0, detection_logit, found, found)
+            return Detection(logits, logits > 0, detection_logit, None, found)
         return Detection(logits, logits > 0, detection_logit)

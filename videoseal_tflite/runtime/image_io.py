@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from videoseal_tflite.errors import InvalidImage, VsTfliteError
+from videoseal_tflite.errors import InvalidImage, InvalidOption, UnsupportedAnimation, UnsupportedOutput
 from videoseal_tflite.store.atomic import atomic_path
 
 MIN_SIDE = 32  # as runtime.MIN_SIDE (not imported: this module needs no interpreter)
@@ -92,6 +92,29 @@ def to_rgb_float(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1).clip(0, 1), dtype=np.float32)
 
 
+def read_pixels(path: Path) -> Image.Image | np.ndarray:
+    """What `detect` reads, as stored (no EXIF rotation): a Pillow RGB image for 8-bit files, which the runtime
+    reads in row bands and never copies whole (runtime/bands.py), or float [3,H,W] in [0,1] for 16-bit ones.
+    Raises InvalidImage with one sentence (unreadable, too small)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                pixels = load_image_file(path).pixels
+                height, width = pixels.shape[1:]
+            else:
+                pixels = im if im.mode == "RGB" else im.convert("RGB")
+                height, width = pixels.height, pixels.width
+    except FileNotFoundError:
+        raise InvalidImage(f"image not found: {path}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"{path} is not a readable image ({str(exc)[:120]})") from None
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImage(f"{path} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    return pixels
+
+
 def load_image_file(path: Path) -> NamedImage:
     """Read a PNG/JPEG/... from disk as float RGB. Raises InvalidImage with one sentence."""
     path = Path(path)
@@ -113,18 +136,35 @@ def load_image_file(path: Path) -> NamedImage:
 
 @dataclasses.dataclass(frozen=True)
 class ImageFile:
-    """An input image: what the runtime needs (`pixels`) and what the output must carry over."""
+    """An input image: what the runtime needs (`rgb8`, or `pixels`) and what the output must carry over."""
 
     path: Path
     format: str | None  # Pillow's name of the input format: 'PNG', 'JPEG', ...
     mode: str  # the input's Pillow mode as stored: 'RGB', 'RGBA', 'L', 'LA', 'I;16', 'P', 'CMYK', ...
-    pixels: np.ndarray  # float32 [3,H,W] in [0,1], upright (EXIF orientation applied)
+    # upright (EXIF orientation applied): HxWx3 uint8 for 8-bit inputs (the runtime works on them in row bands),
+    # float32 [3,H,W] in [0,1] for deeper ones (16-bit grayscale keeps its precision)
+    array: np.ndarray
     alpha: np.ndarray | None  # uint8 [H,W], upright; None when the input has no transparency
     exif: bytes | None  # 'Exif\0\0' + TIFF block; orientation already set to 1 when it was applied
     icc_profile: bytes | None
     orientation: int = 1  # the input's EXIF orientation (1-8), applied to `pixels` and `alpha`
     dpi: tuple | None = None
     png_text: dict | None = None
+
+    @property
+    def rgb8(self) -> np.ndarray | None:
+        """HxWx3 uint8, or None for a 16-bit input."""
+        return self.array if self.array.dtype == np.uint8 else None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """float32 [3,H,W] in [0,1] (a full-size float copy for 8-bit inputs: 12 bytes a pixel)."""
+        return to_rgb_float(self.array) if self.array.dtype == np.uint8 else self.array
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.array.shape[:2] if self.array.dtype == np.uint8 else self.array.shape[1:]
 
     @property
     def gray(self) -> bool:
@@ -148,16 +188,21 @@ class Written:
 
 
 def output_format(path: Path) -> str:
-    """Pillow's format name for an output path; raises VsTfliteError for anything but an image extension."""
-    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    """Pillow's format name for an output path; raises UnsupportedOutput for anything but an image extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        raise UnsupportedOutput(
+            f"output {path}: GIF keeps at most 256 colours, which erases the watermark; write a .png instead"
+        )
+    fmt = OUTPUT_FORMATS.get(suffix)
     if fmt is None:
-        raise VsTfliteError(f"output {path} needs an image extension (.png recommended: lossless)")
+        raise UnsupportedOutput(f"output {path} needs an image extension (.png recommended: lossless)")
     return fmt
 
 
 def check_quality(quality: int) -> int:
     if not 1 <= int(quality) <= 100:
-        raise VsTfliteError(f"--quality must be 1-100, got {quality}")
+        raise InvalidOption(f"--quality must be 1-100, got {quality}")
     return int(quality)
 
 
@@ -206,7 +251,8 @@ def _exif_of(im: Image.Image) -> tuple[bytes | None, int]:
 
 
 def _pixels_and_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Float RGB [3,H,W] (16-bit gray keeps its precision) and the alpha plane (uint8) or None."""
+    """HxWx3 uint8 RGB (float [3,H,W] for 16-bit and float inputs, which keep their precision) and the alpha
+    plane (uint8) or None."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(im).astype(np.float32)
         scale = 65535.0 if im.mode.startswith("I;16") else max(float(array.max()), 1.0)
@@ -215,10 +261,10 @@ def _pixels_and_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         im = im.convert("RGBA")
     if im.mode in ("LA", "La"):
         im = im.convert("LA")
-        return to_rgb_float(np.asarray(im.getchannel("L"))), np.asarray(im.getchannel("A")).copy()
+        return np.asarray(im.getchannel("L").convert("RGB")), np.asarray(im.getchannel("A")).copy()
     if im.mode == "RGBA":
-        return to_rgb_float(np.asarray(im.convert("RGB"))), np.asarray(im.getchannel("A")).copy()
-    return to_rgb_float(np.asarray(im.convert("L" if im.mode == "1" else "RGB"))), None
+        return np.asarray(im.convert("RGB")), np.asarray(im.getchannel("A")).copy()
+    return np.asarray((im.convert("L") if im.mode == "1" else im).convert("RGB")), None
 
 
 def read_image(path: Path) -> ImageFile:
@@ -226,6 +272,12 @@ def read_image(path: Path) -> ImageFile:
     path = Path(path)
     try:
         with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise UnsupportedAnimation(
+                    f"{path} is an animated {im.format} of {frames} frames; marking its first frame alone would drop "
+                    "the animation: save it as a video (.mp4) and embed that, or export the one frame to mark"
+                )
             im.load()
             exif, orientation = _exif_of(im)
             fmt, mode, info = im.format, im.mode, dict(im.info)
@@ -236,20 +288,24 @@ def read_image(path: Path) -> ImageFile:
         raise InvalidImage(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"{path} is not a readable image ({str(exc)[:120]})") from None
-    if min(pixels.shape[1:]) < MIN_SIDE:
-        raise InvalidImage(
-            f"{path} is {pixels.shape[2]}x{pixels.shape[1]} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed"
-        )
+    height, width = pixels.shape[:2] if pixels.dtype == np.uint8 else pixels.shape[1:]
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImage(f"{path} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
     dpi = info.get("dpi")
     return ImageFile(path, fmt, mode, pixels, alpha, exif, info.get("icc_profile") or None, orientation, dpi, png_text)
 
 
 def _color_mode(rgb: np.ndarray, source: ImageFile, fmt: str, notes: list[str]) -> tuple[str, np.ndarray]:
-    """The output's colour mode ('I;16', 'L' or 'RGB') and its HxW[x3] array."""
+    """The output's colour mode ('I;16', 'L' or 'RGB') and its HxW[x3] array; `rgb`: float [3,H,W] in [0,1], or
+    HxWx3 uint8 already rounded (`Embedder.embed_rgb8`)."""
     modes = _MODES[fmt]
     deep = source.deep and "I;16" in modes
     levels = 65535 if deep else 255
-    quantized = np.clip(np.round(rgb * levels), 0, levels).astype(np.uint16 if deep else np.uint8)
+    if rgb.dtype == np.uint8:
+        quantized = rgb.transpose(2, 0, 1)
+        rgb = quantized  # an 8-bit image has nothing to round below: the 255 levels are the values
+    else:
+        quantized = np.clip(np.round(rgb * levels), 0, levels).astype(np.uint16 if deep else np.uint8)
     if source.gray:
         still_gray = bool((quantized[0] == quantized[1]).all() and (quantized[1] == quantized[2]).all())
         if still_gray and ("L" in modes or deep):
@@ -265,7 +321,8 @@ def _color_mode(rgb: np.ndarray, source: ImageFile, fmt: str, notes: list[str]) 
             )
         else:
             notes.append(f"grayscale input written in RGB colour: {fmt} has no grayscale mode")
-        quantized = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+        if quantized.dtype != np.uint8:
+            quantized = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
     elif source.mode not in ("RGB", "RGBA", "RGBX"):
         notes.append(f"{source.mode} input written in RGB colour (the watermark needs full colour)")
     return "RGB", quantized.transpose(1, 2, 0)
@@ -324,9 +381,9 @@ def _metadata(source: ImageFile, fmt: str, mode: str, notes: list[str]) -> tuple
 
 
 def write_image(path: Path, rgb: np.ndarray, source: ImageFile, quality: int = DEFAULT_QUALITY) -> Written:
-    """Save watermarked float RGB [3,H,W] to `path` (format from the extension) with what `source` carried;
-    atomic: a reader never sees half a file, and a failure leaves nothing. `quality` (1-100) is used by
-    JPEG and WebP."""
+    """Save watermarked RGB (float [3,H,W] in [0,1], or HxWx3 uint8) to `path` (format from the extension) with
+    what `source` carried; atomic: a reader never sees half a file, and a failure leaves nothing. `quality`
+    (1-100) is used by JPEG and WebP."""
     path = Path(path)
     fmt = output_format(path)
     check_quality(quality)

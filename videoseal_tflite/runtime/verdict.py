@@ -104,9 +104,10 @@ class Verdict:
             "fpr": self.fpr,
             "threshold_bits": self.threshold_bits,
             "best_fpr": self.best_fpr,
-            "watermarked": self.watermarked,
+            # undecidable is not "no": a script keyed on this field must not read a perfect match as unmarked
+            "watermarked": self.watermarked if self.reachable else None,
             "verdict": self.sentence(),
-        }
+        } | ({} if self.reachable else {"reason": f"{self.nbits} bits cannot reach FPR {self.fpr:.0e}"})
 
 
 def decide(bits: np.ndarray, message: np.ndarray, fpr: float = DEFAULT_FPR, hypotheses: int = 1) -> Verdict:

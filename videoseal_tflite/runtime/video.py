@@ -59,7 +59,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from videoseal_tflite.errors import InvalidMessage, InvalidVideo, UnsupportedOutput, VsTfliteError
+from videoseal_tflite.errors import InvalidMessage, InvalidOption, InvalidVideo, UnsupportedOutput
 from videoseal_tflite.runtime.image import Detector, Embedder, blend, each_plane, resize_bilinear, to_uint8
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -157,7 +157,7 @@ class _FrameWatermarker:
         if message.size != embedder.nbits:
             raise InvalidMessage(f"message has {message.size} bits but the model takes {embedder.nbits}")
         if not isinstance(step_size, int) or step_size < 1:
-            raise VsTfliteError(f"step size must be a positive integer, got {step_size!r}")
+            raise InvalidOption(f"step size must be a positive integer, got {step_size!r}")
         self.embedder, self.message, self.step_size = embedder, message.reshape(1, -1), step_size
         self.clock = clock or _Stopwatch()
         self.index = 0
@@ -471,9 +471,9 @@ def embed_video(
     input_path, output_path = Path(input_path), Path(output_path)
     fmt = output_format(output_path)
     if not 0 <= int(crf) <= 51:
-        raise VsTfliteError(f"--crf must be 0-51 (libx264), got {crf}")
+        raise InvalidOption(f"--crf must be 0-51 (libx264), got {crf}")
     if preset not in X264_PRESETS:
-        raise VsTfliteError(f"--preset must be one of {', '.join(X264_PRESETS)}, got '{preset}'")
+        raise InvalidOption(f"--preset must be one of {', '.join(X264_PRESETS)}, got '{preset}'")
     clock = _Stopwatch()
     watermarker = _FrameWatermarker(embedder, message, step_size, clock)
     source = _open_input(input_path)
@@ -582,7 +582,7 @@ def aggregate(bit_logits: np.ndarray, aggregation: str = "avg") -> np.ndarray:
         return (preds * np.abs(preds).sum(axis=1, keepdims=True)).mean(axis=0)
     if aggregation == "l2norm_avg":
         return (preds * np.sqrt((preds * preds).sum(axis=1, keepdims=True))).mean(axis=0)
-    raise VsTfliteError(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
+    raise InvalidOption(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -708,9 +708,9 @@ def _read(frames: Iterable[np.ndarray | None], detector: Detector, aggregation: 
 
 def _check_read_options(every: int, aggregation: str) -> None:
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise VsTfliteError(f"--every must be a positive integer, got {every!r}")
+        raise InvalidOption(f"--every must be a positive integer, got {every!r}")
     if aggregation not in AGGREGATIONS:
-        raise VsTfliteError(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
+        raise InvalidOption(f"unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}")
 
 
 def detect_frames(

@@ -89,6 +89,7 @@ class Provenance:
     step_size: int | None = None  # videoseal's video step (embed every k-th frame), from the card
     detection_logit_trained: bool = True  # False: the detector's column 0 is no score (card args)
     tile_period: int | None = None  # the watermark's period at the processing size: `detect` may re-synchronise
+    payload_code: dict | None = None  # {"m", "t"}: the BCH code of the card's payload (runtime/payload.py)
     # how it was built
     rewrites: tuple[dict, ...] = ()
     recipe: list | None = None

@@ -35,6 +35,17 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return data if isinstance(data.get("files"), dict) else {"files": {}}
 
 
+def recorded_sha256(path: Path) -> tuple[Path, str] | None:
+    """(manifest, sha256) that the release manifest records for a file laid out as `<root>/<card>/<file>`, or None
+    when no manifest beside it lists the file (a file used on its own is not checked)."""
+    path = Path(path).resolve()
+    root = path.parent.parent
+    entry = read_manifest(root)["files"].get(path.relative_to(root).as_posix())
+    if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+        return root / MANIFEST_NAME, entry["sha256"]
+    return None
+
+
 def update_manifest(root: Path, entries: dict[str, dict[str, Any]]) -> Path:
     """Merge `entries` (keyed by path relative to `root`) into the manifest; drop entries whose file is gone."""
     root = Path(root)

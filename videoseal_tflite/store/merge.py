@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from videoseal_tflite.errors import EXIT_CHECK_FAILED, VsTfliteError
+from videoseal_tflite.errors import EXIT_CHECK_FAILED, InvalidShard, VsTfliteError
 from videoseal_tflite.store.atomic import atomic_path, ensure_writable_dir, write_text_atomic
 from videoseal_tflite.store.lock import output_lock
 from videoseal_tflite.store.manifest import MANIFEST_NAME, write_manifest
@@ -32,13 +32,13 @@ class MergeConflict(VsTfliteError):
 def _read_shard(shard: Path) -> dict:
     path = Path(shard) / MANIFEST_NAME
     if not path.is_file():
-        raise VsTfliteError(f"{shard} is not an artifact shard: no {MANIFEST_NAME}")
+        raise InvalidShard(f"{shard} is not an artifact shard: no {MANIFEST_NAME}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VsTfliteError(f"{path} is not a readable manifest ({exc})") from None
+        raise InvalidShard(f"{path} is not a readable manifest ({exc})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise VsTfliteError(f"{path} is not a readable manifest (no 'files' mapping)")
+        raise InvalidShard(f"{path} is not a readable manifest (no 'files' mapping)")
     return manifest
 
 
@@ -59,7 +59,7 @@ def plan_merge(shards: list[Path]) -> tuple[dict[str, dict], dict[str, Path], di
                 raise MergeConflict(f"{rel} differs between {sources[rel]} and {shard} (sha256 {a}... vs {b}...)")
             entries[rel], sources[rel] = entry, path
     if not entries:
-        raise VsTfliteError("the shards hold no files")
+        raise InvalidShard("the shards hold no files")
     return entries, sources, tools
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from videoseal_tflite import console
 from videoseal_tflite.build.images import random_messages
 from videoseal_tflite.build.weights import load_model_for_metadata
-from videoseal_tflite.errors import InvalidImage, InvalidModelFile, VsTfliteError
+from videoseal_tflite.errors import ArtifactsMissing, InvalidImage, InvalidModelFile
 from videoseal_tflite.runtime.image import attenuation_of
 from videoseal_tflite.store.artifact import PARTS, Artifact
 from videoseal_tflite.store.manifest import tool_versions
@@ -188,7 +188,7 @@ def _card_files(card_dir: Path) -> tuple[list[_Candidate], dict]:
     """The card's files (and failed builds) plus the metadata that names its weights (the FP32 file's first)."""
     candidates = _candidates(card_dir)
     if not candidates:
-        raise VsTfliteError(f"no .tflite artifacts in {card_dir}; run `make convert` first")
+        raise ArtifactsMissing(f"no .tflite artifacts in {card_dir}; run `make convert` first")
     meta = next((c.meta for c in candidates if c.meta.get("variant") == "fp32"), None) or next(
         (c.meta for c in candidates if c.meta), None
     )

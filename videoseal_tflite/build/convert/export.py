@@ -102,6 +102,7 @@ def fp32_provenance(
         step_size=card.step_size,
         detection_logit_trained=card.detection_logit_trained,
         tile_period=card.tile_period,
+        payload_code=card.payload_code,
         rewrites=tuple(dataclasses.asdict(r) for r in rewrites),
         input_hash=input_hash,
     )
