@@ -6,13 +6,11 @@ procedural seed ranges); `tests/test_images.py` checks it. Images are float32 [3
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from videoseal_tflite.errors import InvalidImage
 from videoseal_tflite.runtime.image_io import NamedImage, load_image_file, to_rgb_float
 
 EVAL_BUNDLED = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "camera", "coins", "moon")
@@ -46,7 +44,6 @@ EVAL_FULLRES_PHOTOS = (
 EVAL_FULLRES_PROCEDURAL_SIZE = 512
 CALIB_PROCEDURAL_SEEDS = range(1000, 1024)
 TRAIN_PROCEDURAL_SEEDS = range(10_000, 100_000)  # training only; never in eval or calibration
-
 
 
 def bundled_image(name: str) -> NamedImage:

@@ -16,20 +16,20 @@ import numpy as np
 from tqdm import tqdm
 
 from videoseal_tflite import console
-from videoseal_tflite.store.artifact import PARTS, Artifact, Provenance
-from videoseal_tflite.store.atomic import ensure_writable_dir, write_text_atomic
 from videoseal_tflite.build.cards import Card, load_card
 from videoseal_tflite.build.convert.export import ConvertedModel, convert_part
-from videoseal_tflite.errors import ArtifactsMissing, InvalidModelFile, InvalidOption, UnknownVariant, VsTfliteError
 from videoseal_tflite.build.images import calibration_images, evaluation_images, random_messages
+from videoseal_tflite.build.quantize.variant import CheckSet, VariantResult, make_check_set, quantize_variant
+from videoseal_tflite.build.weights import LoadedModel, WeightSource, load_model, load_model_for_metadata
+from videoseal_tflite.errors import ArtifactsMissing, InvalidModelFile, UnknownVariant
+from videoseal_tflite.runtime.image import round_8bit
+from videoseal_tflite.store.artifact import PARTS, Artifact, Provenance
+from videoseal_tflite.store.atomic import ensure_writable_dir, write_text_atomic
 from videoseal_tflite.store.lock import output_lock
 from videoseal_tflite.store.manifest import update_manifest
-from videoseal_tflite.build.quantize.variant import CheckSet, VariantResult, make_check_set, quantize_variant
-from videoseal_tflite.runtime.image import round_8bit
 from videoseal_tflite.store.staleness import input_hash, up_to_date
-from videoseal_tflite.tflite.metadata import read_metadata
 from videoseal_tflite.store.variants import spec, variant_names
-from videoseal_tflite.build.weights import LoadedModel, WeightSource, load_model, load_model_for_metadata
+from videoseal_tflite.tflite.metadata import read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from videoseal_tflite.store.atomic import atomic_path
 from videoseal_tflite.build.cards import ATTENUATION_CONFIGS, Card, load_card
 from videoseal_tflite.errors import CheckpointUnavailable, InvalidCheckpoint, NbitsMismatch
+from videoseal_tflite.store.atomic import atomic_path
 from videoseal_tflite.store.staleness import file_sha256
 
 OFFLINE_ENV = "VIDEOSEAL_TFLITE_OFFLINE"

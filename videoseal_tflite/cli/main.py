@@ -648,6 +648,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_sizes(args: argparse.Namespace) -> int:
+    from videoseal_tflite.bench.sizes import bench_sizes, write_sizes
+
+    record = bench_sizes(Path(args.artifacts), args.card, say=_say)
+    for path in write_sizes(record, Path(args.artifacts) / "bench"):
+        _say(f"wrote {path}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from videoseal_tflite.bench.models import bench_card, write_bench
     from videoseal_tflite.build.weights import WeightSource
@@ -656,6 +665,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _bench_video(args)
     if args.validate_scale:
         return _bench_validate_scale(args)
+    if args.sizes:
+        return _bench_sizes(args)
     source = WeightSource(checkpoint=args.checkpoint, random_init_seed=args.random_init)
     out = Path(args.artifacts) / "bench"
     record = bench_card(
@@ -1058,6 +1069,11 @@ def _add_bench(sub) -> None:
         help="instead: peak RSS of `validate --images` on 16 and --scale-images generated images, 1 and 2 workers",
     )
     bench.add_argument("--scale-images", type=_positive_int, default=10_000, help="the large set (default 10000)")
+    bench.add_argument(
+        "--sizes",
+        action="store_true",
+        help="instead: embed and detect with <artifacts>/<card>'s FP32 files, 0.3 to 100 megapixels: time, peak RSS",
+    )
     bench.set_defaults(func=_cmd_bench, quiet_step="bench")
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoseal_tflite.store.artifact import Artifact, Provenance
-from videoseal_tflite.store.atomic import atomic_path
-from videoseal_tflite.errors import ConversionFailed, ParityFailed
-from videoseal_tflite.tflite.interpreter import SignatureModel
-from videoseal_tflite.tflite.metadata import with_metadata
-from videoseal_tflite.build.weights import LoadedModel
 from videoseal_tflite.build.convert.rewrites import Rewrite, apply_rewrites
 from videoseal_tflite.build.convert.wrappers import export_module, sample_inputs
+from videoseal_tflite.build.weights import LoadedModel
+from videoseal_tflite.errors import ConversionFailed, ParityFailed
+from videoseal_tflite.store.artifact import Artifact, Provenance
+from videoseal_tflite.store.atomic import atomic_path
+from videoseal_tflite.tflite.interpreter import SignatureModel
+from videoseal_tflite.tflite.metadata import with_metadata
 
 log = logging.getLogger(__name__)
 

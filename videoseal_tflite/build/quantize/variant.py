@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from videoseal_tflite.store.artifact import Provenance
-from videoseal_tflite.store.atomic import atomic_path
-from videoseal_tflite.errors import InvalidModelFile
-from videoseal_tflite.tflite.metadata import io_quantization, read_metadata, with_metadata
-from videoseal_tflite.tflite.inspect import SLOW_INT8_BATCH_MATMUL, inspect_model
-from videoseal_tflite.tflite.load_check import run_isolated
-from videoseal_tflite.store.variants import spec
 from videoseal_tflite.build.quantize.recipes import Rule, base_recipe
 from videoseal_tflite.build.quantize.repairs import find_repair
+from videoseal_tflite.errors import InvalidModelFile
+from videoseal_tflite.store.artifact import Provenance
+from videoseal_tflite.store.atomic import atomic_path
+from videoseal_tflite.store.variants import spec
+from videoseal_tflite.tflite.inspect import SLOW_INT8_BATCH_MATMUL, inspect_model
+from videoseal_tflite.tflite.load_check import run_isolated
+from videoseal_tflite.tflite.metadata import io_quantization, read_metadata, with_metadata
 
 log = logging.getLogger(__name__)
 
