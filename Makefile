@@ -18,10 +18,14 @@ CHECKPOINT ?=
 RANDOM_INIT ?=
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+# the browser tests' prerequisites (web/, `make setup-web`): defined before `test`, whose prerequisites they are
+CHROMIUM := /usr/bin/chromium
+WEB_STAMP := web/node_modules/.installed
+WEB_PREREQS := $(WEB_STAMP) $(CHROMIUM)
 # make fuzz: random (not derandomized) mutations of a real model through inspect + load; ~2 s per example
 FUZZ_EXAMPLES ?= 60
 
-.PHONY: setup setup-npu convert convert-official validate bench test test-fast lint fuzz clean lock
+.PHONY: setup setup-npu convert convert-official validate bench test test-fast lint fuzz clean lock setup-web web test-web bench-web
 
 setup: $(STAMP)
 
@@ -53,12 +57,13 @@ bench: $(STAMP)
 	$(CLI) bench --card compact
 	$(CLI) bench --card compact --video --artifacts $(ARTIFACTS)
 	$(CLI) bench --card compact --validate-scale --artifacts $(ARTIFACTS)
+	$(CLI) bench --card $(CARD_OR_DEFAULT) --sizes --artifacts $(ARTIFACTS)
 	$(CLI) bench --card videoseal_0.0 --random-init 0
 	$(CLI) bench --card videoseal_1.0 --random-init 0
 	$(PY) scripts/readme_performance.py
 
 # lint first: a style error fails in seconds, not after the slow tests
-test: $(STAMP) lint
+test: $(STAMP) lint $(WEB_PREREQS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # the fast tier (pytest marker `fast`): no conversion, under a minute
@@ -67,8 +72,8 @@ test-fast: $(STAMP)
 
 # ruff, pinned in requirements.lock, configured in pyproject.toml
 lint: $(STAMP)
-	$(VENV)/bin/ruff check videoseal_tflite scripts tests
-	$(VENV)/bin/ruff format --check videoseal_tflite scripts tests
+	$(VENV)/bin/ruff check videoseal_tflite scripts tests experiments
+	$(VENV)/bin/ruff format --check videoseal_tflite scripts tests experiments
 
 fuzz: $(STAMP)
 	VIDEOSEAL_TFLITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VIDEOSEAL_TFLITE_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
@@ -90,3 +95,45 @@ $(NPU_VENV)/.installed: requirements-npu.lock
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+# ---- The web page (web/, docs/web.md): the same .tflite files in a browser, with LiteRT.js ----------------------
+#   make web                   npm ci, then serve web/ and the release RELEASE on http://127.0.0.1:$(PORT)/ (COOP/COEP)
+#   make test-web IMAGES=DIR   browser vs Python runtime on DIR's images, every variant: $(ARTIFACTS)/web/parity.json
+#   make bench-web             browser ms per embed/detect beside Python (part of `make bench`): $(ARTIFACTS)/bench/web.*
+# The browser tests need WEB_PREREQS (npm packages pinned by web/package-lock.json, Debian's Chromium);
+# tests/test_web.py, part of `make test`, fails without them (it never skips).
+PORT ?= 8765
+RELEASE ?= $(ARTIFACTS)
+IMAGES ?=
+# the photos the Python tests use too (skimage's bundled data), when IMAGES is not given
+WEB_IMAGES = $(or $(IMAGES),$(ARTIFACTS)/web/images)
+WEB_SAMPLE_IMAGES = import pathlib, sys, skimage.data; from PIL import Image; d = pathlib.Path(sys.argv[1]); \
+	d.mkdir(parents=True, exist_ok=True); \
+	[Image.fromarray(getattr(skimage.data, n)()).save(d / f"{n}.png") for n in ("chelsea", "coffee", "camera", "astronaut")]
+
+setup-web: $(WEB_PREREQS)
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
+
+# Debian's package (CI runs as root); puppeteer-core drives it and downloads no browser
+$(CHROMIUM):
+	apt-get update && apt-get install -y chromium
+
+web: $(WEB_STAMP)
+	@test -f $(RELEASE)/manifest.json || $(MAKE) convert ARTIFACTS=$(RELEASE)
+	PORT=$(PORT) node web/serve.mjs --release $(RELEASE)
+
+test-web: $(STAMP) $(WEB_PREREQS)
+	@test -f $(RELEASE)/manifest.json || $(MAKE) convert ARTIFACTS=$(RELEASE)
+	@test -n "$(IMAGES)" || $(PY) -c '$(WEB_SAMPLE_IMAGES)' $(WEB_IMAGES)
+	node web/test/parity.mjs --release $(RELEASE) --images $(WEB_IMAGES) --out $(ARTIFACTS)/web/parity.json \
+		--cli $(CLI) $(if $(CARD),--card $(CARD))
+
+bench-web: $(STAMP) $(WEB_PREREQS)
+	@test -f $(RELEASE)/manifest.json || $(MAKE) convert ARTIFACTS=$(RELEASE)
+	node web/test/bench.mjs --release $(RELEASE) --out $(ARTIFACTS)/bench/web.json --python $(PY) \
+		$(if $(CARD),--card $(CARD))
+
+bench: bench-web
