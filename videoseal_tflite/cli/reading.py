@@ -77,6 +77,7 @@ def synced_json(detection) -> dict:
     synced = detection.searched
     return {
         "kept": detection.synced is not None,
+        "tile_found": synced.found,
         "extent": list(synced.extent),
         "phase": list(synced.phase),
         "agreement": synced.agreement,
@@ -85,17 +86,23 @@ def synced_json(detection) -> dict:
 
 
 def synced_line(detection) -> str:
+    """What the re-synchronisation did. "Tile found" only above resync.FOUND_ABOVE, the agreement that unmarked
+    images were not measured to reach."""
     synced = detection.searched
+    count = f"{synced.hypotheses} readings compared, p-values x {synced.hypotheses}; --no-resync reads as is only"
     if detection.synced is None:
         return (
-            f"re-synchronisation: the reading as is was unsure; no re-found tile read more surely, so the reading "
-            f"as is was kept (chosen among {synced.hypotheses} readings: p-values x {synced.hypotheses})"
+            f"re-synchronisation: the reading as is was unsure and no re-found reading was surer; kept as is ({count})"
         )
     cx, cy = synced.extent
+    if not synced.found:
+        return (
+            f"re-synchronisation: the reading as is was unsure; no tile found (best agreement {synced.agreement:.2f}, "
+            f"as unmarked images read); the surer reading is kept ({count})"
+        )
     return (
         f"re-synchronised: the reading as is was unsure; the mark's tile was found at {cx:.3f} x {cy:.3f} of the "
-        f"marked image's width x height (a crop?), the best of {synced.hypotheses} readings (p-values x "
-        f"{synced.hypotheses}; --no-resync reads as is only)"
+        f"marked image's width x height (a crop?) ({count})"
     )
 
 

@@ -37,6 +37,11 @@ PHASES_KEPT = 6  # phases per extent read on every canvas after the first canvas
 # the compact_robust files: marked photos read as is (clean, JPEG 50, resize 0.5x) 0.87-0.99; a 50 % crop of a
 # marked photo or any unmarked photo 0.09-0.42
 SYNC_BELOW = 0.6
+# a re-found reading's agreement above which `detect` says the tile was found. Measured with the default card's FP32
+# files (experiments/resync_separation.py, its record beside it): 140 unmarked images of seven shapes (40 x 2000 to
+# 3000 x 3000) reach at most 0.712; 46 of the 52 marked crops that the search reads right (>= 0.9 of the bits:
+# 80 % and 50 % of the area, centred or at a corner, and 30 %) reach 0.72 or more
+FOUND_ABOVE = 0.72
 
 
 def agreement(logits: np.ndarray) -> np.ndarray:
@@ -124,6 +129,11 @@ class SyncedReading:
     phase: tuple[int, int]  # (ox, oy) at the processing size
     agreement: float  # mean |soft bit|
     hypotheses: int  # readings the choice was made among (the as-is reading included)
+
+    @property
+    def found(self) -> bool:
+        """Whether the agreement is one that unmarked images were not measured to reach (FOUND_ABOVE)."""
+        return self.agreement >= FOUND_ABOVE
 
 
 def resynchronise(
