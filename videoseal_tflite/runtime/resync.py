@@ -25,7 +25,6 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 ANALYSIS_SIZE = 256
 PAD_FACTOR = 4  # zero padding of the FFT: frequency resolution 1 / (4 * 256) cycles per pixel
@@ -67,7 +66,23 @@ def whitened_power(image: np.ndarray, resize: Callable) -> np.ndarray:
     window = np.outer(np.hanning(side), np.hanning(side))
     power = (np.abs(np.fft.rfft2(planes * window, s=(pad, pad))) ** 2).sum(axis=0)
     log_power = np.log(power + 1e-20)
-    return np.exp(log_power - ndimage.uniform_filter(log_power, size=17, mode="wrap"))
+    return np.exp(log_power - local_mean(log_power, 17))
+
+
+def local_mean(values: np.ndarray, size: int) -> np.ndarray:
+    """The mean over a size x size window around each value, the array wrapping round at its edges: scipy's
+    `ndimage.uniform_filter(values, size, mode="wrap")` in numpy (one box filter per axis, by cumulative sums), so
+    the runtime needs no scipy."""
+    out = np.asarray(values, np.float64)
+    half = size // 2
+    for axis in (0, 1):
+        padded = np.concatenate([out.take(range(-half, 0), axis), out, out.take(range(size - half - 1), axis)], axis)
+        sums = np.cumsum(padded, axis=axis)
+        zero = np.zeros_like(sums.take([0], axis))
+        sums = np.concatenate([zero, sums], axis)
+        n = out.shape[axis]
+        out = (sums.take(range(size, size + n), axis) - sums.take(range(n), axis)) / size
+    return out
 
 
 def comb_scores(power: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float) -> np.ndarray:
