@@ -23,8 +23,8 @@ from videoseal_tflite.errors import InvalidMessage, OutputIsInput
 from videoseal_tflite.runtime.video import X264_PRESETS
 
 
-def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Path, detector_path: Path) -> int:
-    from videoseal_tflite.runtime.image import Detector, bits_to_text
+def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Path, detector) -> int:
+    from videoseal_tflite.runtime.image import bits_to_text
     from videoseal_tflite.runtime.verdict import decide
     from videoseal_tflite.runtime.video import card_step_size, detect_video, embed_video, output_format
 
@@ -41,12 +41,12 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
         progress=sys.stderr.isatty(),
     )
     # the saved file must read back as is, as for an image
-    detection = detect_video(args.output, Detector(detector_path, args.threads, resync=False))
+    detection = detect_video(args.output, detector)
     verdict = decide(detection.bits, message, args.fpr)
     report = {
         "output": str(args.output),
         "embedder": str(embedder_path),
-        "detector": str(detector_path),
+        "detector": str(detector.model.path),
         "strength": embedder.strength,
         **result.to_json(),
         "bits": bits_to_text(detection.bits),
@@ -67,7 +67,7 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
             print(f"note: --strength {embedder.strength:g}: the card's watermark scale x {embedder.strength:g}")
         print(f"recovered bits: {report['bits']}")
         frames_read = detection.bit_logits.shape[0]
-        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name}, {frames_read} frames)")
+        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector.model.path.name}, {frames_read} frames)")
         for line in verdict_lines(verdict):
             print(line)
     return 0
@@ -84,10 +84,9 @@ def _saved_warning(accuracy: float, unsaved: float, written, quality: int) -> st
     return f"{PROG}: warning: the saved file reads back with bit accuracy {accuracy:.4f} < 1: {why}"
 
 
-def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Path, detector_path: Path) -> int:
+def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Path, detector) -> int:
     """Watermark the RGB; keep alpha, EXIF (orientation applied, tag set to 1), ICC profile and, where the
     output format and the watermark allow it, the mode (see `image_io`); then read the saved file back."""
-    from videoseal_tflite.runtime.image import Detector
     from videoseal_tflite.runtime.image_io import check_quality, output_format, read_image, read_pixels, write_image
 
     check_quality(args.quality)
@@ -99,12 +98,11 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
     else:
         watermarked = embedder.embed(source.pixels, message)
     written = write_image(args.output, watermarked, source, args.quality)
-    detector = Detector(detector_path, args.threads, resync=False)  # the saved file must read back as is
     detection = detector.detect(read_pixels(args.output))
     report = {
         "output": str(args.output),
         "embedder": str(embedder_path),
-        "detector": str(detector_path),
+        "detector": str(detector.model.path),
         "strength": embedder.strength,
         "mode": written.mode,
         **({"quality": args.quality} if written.format in ("JPEG", "WEBP") else {}),
@@ -123,7 +121,7 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         for note in written.notes:
             print(f"note: {note}")
         print(f"recovered bits: {report['bits']}")
-        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector_path.name})")
+        print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector.model.path.name})")
     if report["bit_accuracy"] < 1.0:
         unsaved = detector.detect(watermarked).bit_accuracy(message)  # uint8 HxWx3 or float [3,H,W]: both read
         print(_saved_warning(report["bit_accuracy"], unsaved, written, args.quality), file=sys.stderr)
@@ -143,19 +141,21 @@ def _refuse_replacing_input(source: Path, output: Path, force: bool) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from videoseal_tflite.runtime.image import Embedder
+    from videoseal_tflite.runtime.image import Detector, Embedder
     from videoseal_tflite.runtime.video import is_video_path
 
     _refuse_replacing_input(args.input, args.output, args.force)
     embedder_path = args.embedder or model_path(args, "embedder", args.variant)
     detector_path = args.detector or model_path(args, "detector", args.detector_variant)
     embedder = Embedder(embedder_path, args.threads, args.strength)
+    # both models are checked (manifest hash, metadata, load) before a byte is written: the read-back's too
+    detector = Detector(detector_path, args.threads, resync=False)  # the saved file must read back as is
     message = message_of(args, embedder.model.meta)
     if message is None:
         raise InvalidMessage("give the message to embed with --message BITS, --message-hex HEX or --payload TEXT")
     if is_video_path(args.input):
-        return _embed_video(args, embedder, message, Path(embedder_path), Path(detector_path))
-    return _embed_image(args, embedder, message, Path(embedder_path), Path(detector_path))
+        return _embed_video(args, embedder, message, Path(embedder_path), detector)
+    return _embed_image(args, embedder, message, Path(embedder_path), detector)
 
 
 _EMBED_DESCRIPTION = (
