@@ -573,7 +573,8 @@ def test_a_model_computing_nan_is_an_error_and_json_stays_valid(ctx, capsys):
 
 
 def test_the_input_is_never_replaced_without_force(ctx, capsys):
-    """embed X X (or a hard link of X) is refused; with --force the original is replaced, atomically."""
+    """embed X X (or a hard link of X) is refused; with --force the output is replaced atomically: a new file takes
+    the name, so another name of the old file (the hard link) still holds the original."""
     src = _real_photo(ctx["tmp"] / "p.png")
     original = src.read_bytes()
     link = ctx["tmp"] / "same inode.png"
@@ -582,10 +583,11 @@ def test_the_input_is_never_replaced_without_force(ctx, capsys):
         argv = ["embed", src, output, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE]
         code, err, _ = _run(capsys, argv)
         assert code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]).group(1) == "OutputIsInput", err
-        assert "--force" in err[0] and src.read_bytes() == original
-    code, err, _ = _run(capsys, [*argv, "--force"])
+        assert "--force" in err[0] and src.read_bytes() == original == link.read_bytes()
+    code, err, _ = _run(capsys, ["embed", src, src, "--card", "compact", "--artifacts", ctx["root"], "--message",
+                                 MESSAGE, "--force"])  # fmt: skip
     assert code == 0, err
-    assert src.read_bytes() != original and _leftovers(ctx["tmp"]) == []
+    assert src.read_bytes() != original and link.read_bytes() == original and _leftovers(ctx["tmp"]) == []
 
 
 def test_animated_and_gif_are_refused_with_the_reason(ctx, capsys):

@@ -73,7 +73,11 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno, id(node) in top) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.module, node.lineno, id(node) in top))
+            # `from package import module` imports that module (its package's __init__ only on the way)
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                is_module = (ROOT / sub.replace(".", "/")).with_suffix(".py").is_file()
+                found.append((sub if is_module else node.module, node.lineno, id(node) in top))
         elif isinstance(node, ast.ImportFrom):
             found.append((f"relative:{node.module}", node.lineno, id(node) in top))
     return found

@@ -15,6 +15,7 @@ from PIL import Image
 from videoseal_tflite.build.images import fullres_evaluation_image, procedural_image
 from videoseal_tflite.cli.main import main
 from videoseal_tflite.runtime.image import Detector, Embedder, blend, load_image, round_8bit, to_uint8
+from videoseal_tflite.runtime.resync import FOUND_ABOVE
 from videoseal_tflite.runtime.verdict import decide, pvalue
 from videoseal_tflite.runtime.video import TileTracker, frame_logits
 from videoseal_tflite.validate.attacks import crop_area, crop_half_area
@@ -67,6 +68,19 @@ def test_unmarked_crops_are_not_called_watermarked(default_fp32, marked):
         assert verdict.pvalue == min(1.0, pvalue(k, 16) * found.hypotheses) and not verdict.watermarked
 
 
+def test_unmarked_images_report_no_tile_found(default_fp32, marked):
+    """Issue #28: every unmarked image read "tile found". The claim now needs an agreement unmarked images were not
+    measured to reach (resync.FOUND_ABOVE); the three originals and their half-area crops stay below it, while the
+    marked crops' re-found readings that read right reach it on average."""
+    detector = Detector(default_fp32["detector"])
+    for x, y in marked:
+        for image in (x, crop_half_area(x)):
+            found = detector.detect(image)
+            assert found.searched is None or not found.searched.found, found.searched
+    crops = [detector.detect(crop_half_area(y)).searched for _, y in marked]
+    assert np.mean([c.found for c in crops]) >= 2 / 3, [c.agreement for c in crops]
+
+
 def test_bonferroni_verdict():
     sixteen = np.ones(16)
     assert decide(sixteen, sixteen, 1e-2, hypotheses=385).watermarked  # 385 / 2**16 = 0.0059
@@ -87,8 +101,16 @@ def test_cli_detect_says_it_resynchronised(default_fp32, marked, tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     assert report["resynchronised"]["hypotheses"] == 385 and report["watermarked"]
     assert report["pvalue"] == pytest.approx(385 * pvalue(report["matching_bits"], 16))
+    found = report["resynchronised"]["tile_found"]
+    assert report["resynchronised"]["kept"] and found == (report["resynchronised"]["agreement"] >= FOUND_ABOVE)
     assert main(args) == 0
-    assert capsys.readouterr().out.startswith("re-synchronised: ")
+    line = capsys.readouterr().out.splitlines()[0]
+    # this crop reads every bit, yet its agreement may stay where unmarked images were measured: then it says so
+    assert (
+        line.startswith("re-synchronised: the reading as is was unsure; the mark's tile was found at")
+        if found
+        else (line.startswith("re-synchronisation: ") and "no tile found" in line)
+    )
     assert main([*args, "--no-resync", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "resynchronised" not in report and not report["watermarked"]

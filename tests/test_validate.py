@@ -106,16 +106,25 @@ def test_floor_makes_exit_code_nonzero(compact_artifacts, compact_report, out_ro
             "--messages",
             "1",
             "--min-bit-acc",
-            "1.01",
+            "1.0",
             "--json",
         ]
     )
     captured = capsys.readouterr()
-    assert code == 1
-    below = [line for line in captured.err.splitlines() if line.startswith("below floor:")]
-    built = [r for r in compact_report["records"] if r["path"]]
-    assert len(below) == len(built) and all("bit accuracy" in line or "does not load" in line for line in below)
     report = json.loads(captured.out)
+    below = [line for line in captured.err.splitlines() if line.startswith("below floor:")]
+    # every record under a perfect score on these flat images is listed, and any listed one makes the exit code 1
+    missed = [
+        r
+        for r in report["records"]
+        if r["path"] and (not r["loads"] or (r["bit_accuracy"] is not None and r["bit_accuracy"] < 1.0))
+    ]
+    assert len(below) == len(missed) and all("bit accuracy" in line or "does not load" in line for line in below)
+    assert code == (1 if missed else 0)
+    # a floor no accuracy can meet is a usage error now, before any work
+    with pytest.raises(SystemExit) as stop:
+        main(["validate", "--artifacts", str(out_root), "--card", "compact", "--min-bit-acc", "1.01"])
+    assert stop.value.code == 2 and "--min-bit-acc: must be in [0, 1]" in capsys.readouterr().err
     assert report["images"]["count"] == 2 and report["images"]["skipped"][0].startswith("notes.txt")
     # restore the full report for the other tests' files
     assert (

@@ -1,4 +1,4 @@
-"""Mark and read files with the .tflite models alone (numpy, Pillow, scipy, PyAV, ai-edge-litert; no torch).
+"""Mark and read files with the .tflite models alone (numpy, Pillow, PyAV, ai-edge-litert, bchlib; no torch).
 
 from videoseal_tflite.runtime import Embedder, Detector, decide
 """

@@ -1,5 +1,4 @@
-"""Watermark and detect with the .tflite files alone: numpy + Pillow + the LiteRT interpreter, no torch (scipy's box
-filter too, in `resync.py`, when detect re-synchronises a crop).
+"""Watermark and detect with the .tflite files alone: numpy + Pillow + the LiteRT interpreter, no torch and no scipy.
 
 This mirrors videoseal's `Videoseal.embed` / `detect` (image mode) step by step, so a mobile port can
 follow it line by line:
