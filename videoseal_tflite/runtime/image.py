@@ -58,6 +58,24 @@ def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(each_plane(resize, planes)).astype(np.float32)
 
 
+# above this many pixels an 8-bit image is worked on in row bands (runtime/bands.py): memory then grows with the
+# width, not the area. Below it the whole-image float path is faster (one conversion, Pillow's resize in one call)
+# and its float copies are small (12 bytes a pixel: 96 MB at 8 MP)
+BANDED_ABOVE_PIXELS = 8_000_000
+
+
+def _banded(image: np.ndarray | Image.Image) -> bool:
+    height, width = bands.size_of(image)
+    return height * width > BANDED_ABOVE_PIXELS
+
+
+def _as_float(image: np.ndarray | Image.Image) -> np.ndarray:
+    """[3,H,W] float in [0,1] of a float image (as is), an HxWx3 uint8 array or a Pillow RGB image."""
+    if isinstance(image, np.ndarray) and image.dtype != np.uint8:
+        return image
+    return bands.as_float_planes(np.asarray(image))
+
+
 def _resize_any(image: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
     """`resize_bilinear` of a float [3,H,W] image, or the banded downscale of uint8 / Pillow RGB pixels."""
     if isinstance(image, np.ndarray) and image.dtype != np.uint8:
@@ -288,10 +306,12 @@ class Embedder:
         return resize_bilinear(w, height, width)
 
     def embed_rgb8(self, rgb8: np.ndarray, message: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 + [nbits] 0/1 -> the watermarked HxWx3 uint8: `to_uint8(embed(...))` in row bands, so memory
-        grows with the width, not the area (runtime/bands.py); the JND of attenuating cards is computed per band
-        with the rows its 5x5 kernel reaches beyond it."""
+        """HxWx3 uint8 + [nbits] 0/1 -> the watermarked HxWx3 uint8: `to_uint8(embed(...))`; above
+        BANDED_ABOVE_PIXELS in row bands, so memory grows with the width, not the area (runtime/bands.py), the JND of
+        attenuating cards computed per band with the rows its 5x5 kernel reaches beyond it."""
         message = self._checked(message)
+        if not _banded(rgb8):
+            return to_uint8(self.embed(bands.as_float_planes(rgb8), message))
         height, width = rgb8.shape[:2]
         small = bands.downscale(rgb8, self.size, self.size)
         watermark = self.model(image=small[None], message=message.reshape(1, -1))["watermark"][0]
@@ -347,8 +367,10 @@ class Detector:
         return self.logits(small)[0]
 
     def detect(self, image: np.ndarray | Image.Image) -> Detection:
-        """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image, read in row bands (memory of the
-        decoded file and a few bands, runtime/bands.py)."""
+        """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image; above BANDED_ABOVE_PIXELS read in row
+        bands (memory of the decoded file and a few bands, runtime/bands.py)."""
+        if not _banded(image):
+            image = _as_float(image)
         logits, detection_logit = self.logits(_resize_any(image, self.size, self.size))
         if self.tile_period and unsure(logits):
             found = resynchronise(image, self.read, self.tile_period, self.size, _resize_any)
