@@ -355,7 +355,9 @@ def _load_init(model: torch.nn.Module, path: str) -> None:
 
 def _restore(path: Path, cfg: RobustConfig, model, opt_e, opt_d, rng) -> tuple[int, dict, list]:
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["config"] != _config_json(cfg):
+    placement = ("threads", "device")  # where a run computes may change between runs (a CPU run resumed on a GPU)
+    recipe = [{k: v for k, v in c.items() if k not in placement} for c in (state["config"], _config_json(cfg))]
+    if recipe[0] != recipe[1]:
         raise SystemExit(f"{path} was written with another configuration; use a new --workdir or --no-resume")
     model.load_state_dict(state["model"])
     opt_e.load_state_dict(state["opt_e"])
@@ -441,11 +443,13 @@ def finetune_robust(
     progress: bool = True,
     stop_after: int | None = None,
     time_budget: float | None = None,
+    log_every: int = 0,
 ) -> dict:
     """Run (or resume) robust fine-tuning; write the best validation checkpoint to `out`.
 
     `stop_after` ends the run at that step, `time_budget` after that many seconds of training (the current step
-    finishes, the weights are validated and the checkpoint written, so a resumed run goes on from there)."""
+    finishes, the weights are validated and the checkpoint written, so a resumed run goes on from there). `log_every`
+    > 0 writes one JSON line of the batch stats every that many steps (for a log file)."""
     attacks = attack_names(cfg)
     check_schedule(cfg)
     with_crop = "crop" in attacks  # the validation score counts the crop only for runs that train for it
@@ -465,6 +469,10 @@ def finetune_robust(
         step += 1
         bar.update(1)
         bar.set_postfix({k: round(v, 3) for k, v in stats.items()} | {"best": round(best["score"], 3)})
+        if log_every and step % log_every == 0:
+            line = {"step": step, **{k: round(v, 4) for k, v in stats.items()}}
+            line |= {"elapsed_s": round(time.perf_counter() - start), "time": time.strftime("%H:%M:%S")}
+            tqdm.write(json.dumps(line))
         out_of_time = time_budget is not None and time.perf_counter() - start >= time_budget
         if out_of_time:
             end = step
