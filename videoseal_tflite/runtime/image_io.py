@@ -92,6 +92,17 @@ def to_rgb_float(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1).clip(0, 1), dtype=np.float32)
 
 
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I")  # read at their own precision, not through 8-bit RGB
+
+
+def _deep_planes(im: Image.Image) -> np.ndarray:
+    """A 16-bit (or 32-bit integer, or float) grayscale image -> float32 [3,H,W] in [0,1] at its own precision:
+    16-bit over 65535, the others over their maximum."""
+    array = np.asarray(im).astype(np.float32)
+    scale = 65535.0 if im.mode.startswith("I;16") else max(float(array.max()), 1.0)
+    return to_rgb_float(array / scale)
+
+
 def read_pixels(path: Path) -> Image.Image | np.ndarray:
     """What `detect` reads, as stored (no EXIF rotation): a Pillow RGB image for 8-bit files, which the runtime
     reads in row bands and never copies whole (runtime/bands.py), or float [3,H,W] in [0,1] for 16-bit ones.
@@ -100,8 +111,8 @@ def read_pixels(path: Path) -> Image.Image | np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                pixels = load_image_file(path).pixels
+            if im.mode in _DEEP_MODES:
+                pixels = _deep_planes(im)
                 height, width = pixels.shape[1:]
             else:
                 pixels = im if im.mode == "RGB" else im.convert("RGB")
@@ -121,17 +132,12 @@ def load_image_file(path: Path) -> NamedImage:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(im).astype(np.float32) / (
-                    65535.0 if im.mode.startswith("I;16") else max(float(np.asarray(im).max()), 1.0)
-                )
-            else:
-                array = np.asarray(im.convert("RGB"))
+            pixels = _deep_planes(im) if im.mode in _DEEP_MODES else to_rgb_float(np.asarray(im.convert("RGB")))
     except FileNotFoundError:
         raise InvalidImage(f"image not found: {path}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"{path} is not a readable image ({str(exc)[:120]})") from None
-    return NamedImage(path.name, to_rgb_float(array))
+    return NamedImage(path.name, pixels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,9 +206,13 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+QUALITY_RANGE = (1, 100)  # JPEG/WebP quality; the CLI checks it when parsing, the Python API here
+
+
 def check_quality(quality: int) -> int:
-    if not 1 <= int(quality) <= 100:
-        raise InvalidOption(f"--quality must be 1-100, got {quality}")
+    low, high = QUALITY_RANGE
+    if not low <= int(quality) <= high:
+        raise InvalidOption(f"--quality must be {low}-{high}, got {quality}")
     return int(quality)
 
 
@@ -253,10 +263,8 @@ def _exif_of(im: Image.Image) -> tuple[bytes | None, int]:
 def _pixels_and_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """HxWx3 uint8 RGB (float [3,H,W] for 16-bit and float inputs, which keep their precision) and the alpha
     plane (uint8) or None."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(im).astype(np.float32)
-        scale = 65535.0 if im.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        return to_rgb_float(array / scale), None
+    if im.mode in (*_DEEP_MODES, "F"):
+        return _deep_planes(im), None
     if im.mode == "P" and "transparency" in im.info or im.mode in ("PA", "RGBa"):
         im = im.convert("RGBA")
     if im.mode in ("LA", "La"):

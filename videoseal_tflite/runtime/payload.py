@@ -14,6 +14,7 @@ perfect code, an upper bound otherwise. A clean reading of a 96-bit card (e = 0)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import bchlib
@@ -43,8 +44,8 @@ class PayloadCode:
         if self.data_bits < 1 or self.nbits > 2**self.m - 1:
             raise ValueError(f"BCH(m={self.m}, t={self.t}) does not fit {self.nbits} bits")
 
-    @property
-    def _bch(self) -> bchlib.BCH:
+    @functools.cached_property
+    def _bch(self) -> bchlib.BCH:  # built once per code: every size below and each encode/decode asks for it
         return bchlib.BCH(self.t, m=self.m)
 
     @property
