@@ -20,7 +20,8 @@ from videoseal_tflite.cli.options import (
 )
 from videoseal_tflite.cli.reading import detection_json, message_of, verdict_lines
 from videoseal_tflite.errors import InvalidMessage, OutputIsInput
-from videoseal_tflite.runtime.video import X264_PRESETS
+from videoseal_tflite.runtime.image_io import QUALITY_RANGE
+from videoseal_tflite.runtime.video import CRF_RANGE, X264_PRESETS
 
 
 def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Path, detector) -> int:
@@ -178,7 +179,7 @@ def _video_embed_options(embed: argparse.ArgumentParser) -> None:
     )
     embed.add_argument(
         "--crf",
-        type=bounded(int, 0, 51),
+        type=bounded(int, *CRF_RANGE),
         default=23,
         help="video: libx264 constant rate factor, 0-51, lower is better (default 23)",
     )
@@ -214,7 +215,7 @@ def _add_embed(sub) -> None:
     )
     embed.add_argument(
         "--quality",
-        type=bounded(int, 1, 100),
+        type=bounded(int, *QUALITY_RANGE),
         default=95,
         metavar="Q",
         help="image: JPEG/WebP output quality, 1-100 (default 95); low values can lose watermark bits",

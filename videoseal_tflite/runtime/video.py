@@ -65,6 +65,7 @@ from videoseal_tflite.runtime.image import Detector, Embedder, blend, each_plane
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 # H.264 + copied audio: containers that hold both (webm only takes VP8/VP9/AV1)
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+CRF_RANGE = (0, 51)  # libx264's constant rate factor; the CLI checks it when parsing, the Python API here
 X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -470,8 +471,8 @@ def embed_video(
 
     input_path, output_path = Path(input_path), Path(output_path)
     fmt = output_format(output_path)
-    if not 0 <= int(crf) <= 51:
-        raise InvalidOption(f"--crf must be 0-51 (libx264), got {crf}")
+    if not CRF_RANGE[0] <= int(crf) <= CRF_RANGE[1]:
+        raise InvalidOption(f"--crf must be {CRF_RANGE[0]}-{CRF_RANGE[1]} (libx264), got {crf}")
     if preset not in X264_PRESETS:
         raise InvalidOption(f"--preset must be one of {', '.join(X264_PRESETS)}, got '{preset}'")
     clock = _Stopwatch()
