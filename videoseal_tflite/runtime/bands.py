@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 BAND_ROWS = 256  # rows per band: 256 x 10,000 px x 3 x 4 bytes = 30 MB of float per band in flight
 THREADS = 2
+_BILINEAR = Image.Resampling.BILINEAR
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,7 +41,7 @@ def bands(height: int, rows: int = BAND_ROWS) -> list[tuple[int, int]]:
 
 def _resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    return np.asarray(image.resize((width, height), _BILINEAR))
 
 
 def as_float_planes(rgb8: np.ndarray) -> np.ndarray:
@@ -71,15 +72,46 @@ def downscale(rgb8: np.ndarray | Image.Image, height: int, width: int) -> np.nda
     full_h, full_w = size_of(rgb8)
 
     def horizontal(span: tuple[int, int]) -> np.ndarray:
-        planes = as_float_planes(rows_rgb8(rgb8, *span))
+        rows = rows_rgb8(rgb8, *span)
         if full_w == width:
-            return planes
-        return np.stack([_resize_plane(p, width, span[1] - span[0]) for p in planes])
+            return as_float_planes(rows)
+        # in Pillow from the uint8 band to the float resize (no numpy pass over the full-size pixels); the scale to
+        # [0,1] comes after, on the narrow rows: within one float32 ulp of scaling first
+        planes = Image.fromarray(np.ascontiguousarray(rows)).split()
+        narrow = [np.asarray(p.convert("F").resize((width, span[1] - span[0]), _BILINEAR)) for p in planes]
+        return np.stack(narrow) * np.float32(1 / 255)
 
     narrow = np.concatenate(list(_pool().map(horizontal, bands(full_h))), axis=1)  # [3, H, width]
     if full_h == height:
         return narrow
     return np.stack(list(_pool().map(lambda p: _resize_plane(p, width, height), narrow)))
+
+
+# the float delta is stored offset by this in an 8-bit plane: Pillow's float-to-8-bit conversion truncates, so
+# + 0.5 rounds (half up), and the 8-bit sum `ImageChops.add(image, delta, 1.0, -OFFSET)` clips to 0..255
+_OFFSET = 128
+MAX_DELTA = _OFFSET - 1  # the largest |delta| in levels this form holds
+
+
+def add_upscaled(rgb8: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 + the small [C,S,S] float delta in 8-bit levels (C = 3, or 1 for every colour) ->
+    clip(rgb8 + round(resize_bilinear(delta, H, W)), 0, 255) as HxWx3 uint8, one band of rows at a time, in Pillow
+    (resize, round, add: no float copy of the full-size image). Each band is its rows of the whole resize: Pillow
+    resizes a `box` of the source with the whole resize's coefficients. |delta| must be at most MAX_DELTA."""
+    height, width = rgb8.shape[:2]
+    small_h, small_w = delta.shape[1:]
+    planes = [Image.fromarray(np.ascontiguousarray(d + (_OFFSET + 0.5), dtype=np.float32), "F") for d in delta]
+
+    def band(start: int, stop: int) -> np.ndarray:
+        box = (0, start * small_h / height, small_w, stop * small_h / height)
+        levels = [p.resize((width, stop - start), _BILINEAR, box=box).convert("L") for p in planes]
+        merged = Image.merge("RGB", levels * 3 if len(levels) == 1 else levels)
+        return np.asarray(ImageChops.add(Image.fromarray(rgb8[start:stop]), merged, 1.0, -_OFFSET))
+
+    out = np.empty_like(rgb8)
+    for start, rows in map_bands(band, height):
+        out[start : start + rows.shape[0]] = rows
+    return out
 
 
 def _bilinear(x: float) -> float:

@@ -36,7 +36,7 @@ from videoseal_tflite.errors import (
     ModelOutputNotFinite,
 )
 from videoseal_tflite.runtime import bands
-from videoseal_tflite.runtime.resync import SyncedReading, confidence, resynchronise, unsure
+from videoseal_tflite.runtime.resync import SyncedReading, comb_of, confidence, resynchronise, unsure
 from videoseal_tflite.store.manifest import recorded_sha256
 from videoseal_tflite.tflite.interpreter import SignatureModel
 from videoseal_tflite.tflite.metadata import read_metadata
@@ -297,6 +297,10 @@ class Embedder:
         self.scaling_w = float(meta.get("scaling_w", 1.0)) * self.strength
         self.scaling_i = float(meta.get("scaling_i", 1.0))
         self.attenuation = attenuation_of(meta)
+        # the blend is then image + delta in 8-bit levels: `embed_rgb8` adds the rounded, upsampled delta to the
+        # 8-bit pixels (bands.add_upscaled) with no float copy of the image. Attenuating (JND) cards and cards that
+        # scale the image take the float path
+        self.adds_levels = not self.attenuation and self.scaling_i == 1.0
 
     def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
         """The embedder's watermark signal upsampled to full resolution, [C,H,W] (before JND and scaling_w)."""
@@ -306,10 +310,19 @@ class Embedder:
         return resize_bilinear(w, height, width)
 
     def embed_rgb8(self, rgb8: np.ndarray, message: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 + [nbits] 0/1 -> the watermarked HxWx3 uint8: `to_uint8(embed(...))`; above
-        BANDED_ABOVE_PIXELS in row bands, so memory grows with the width, not the area (runtime/bands.py), the JND of
-        attenuating cards computed per band with the rows its 5x5 kernel reaches beyond it."""
+        """HxWx3 uint8 + [nbits] 0/1 -> the watermarked HxWx3 uint8: `to_uint8(embed(...))`, in row bands.
+        A card that adds its watermark to the image as is (`adds_levels`) adds it in 8-bit levels
+        (`bands.add_upscaled`): within one level of the float path, on ~1e-5 of the values, where the float sum
+        lands on a rounding boundary. Other cards take the float path, above BANDED_ABOVE_PIXELS in row bands, so
+        memory grows with the width, not the area (runtime/bands.py), the JND of attenuating cards computed per band
+        with the rows its 5x5 kernel reaches beyond it."""
         message = self._checked(message)
+        if self.adds_levels:
+            small = bands.downscale(rgb8, self.size, self.size)
+            watermark = self.model(image=small[None], message=message.reshape(1, -1))["watermark"][0]
+            delta = np.float32(255 * self.scaling_w) * watermark  # in 8-bit levels
+            if np.abs(delta).max() <= bands.MAX_DELTA:
+                return bands.add_upscaled(rgb8, delta)
         if not _banded(rgb8):
             return to_uint8(self.embed(bands.as_float_planes(rgb8), message))
         height, width = rgb8.shape[:2]
@@ -369,11 +382,14 @@ class Detector:
     def detect(self, image: np.ndarray | Image.Image) -> Detection:
         """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image; above BANDED_ABOVE_PIXELS read in row
         bands (memory of the decoded file and a few bands, runtime/bands.py)."""
-        if not _banded(image):
-            image = _as_float(image)
         logits, detection_logit = self.logits(_resize_any(image, self.size, self.size))
         if self.tile_period and unsure(logits):
-            found = resynchronise(image, self.read, self.tile_period, self.size, _resize_any)
+            comb = comb_of(image, self.tile_period, self.size, _resize_any)
+            if not comb.periodic:  # no tile in the spectrum: nothing to re-synchronise to, the reading as is stands
+                return Detection(logits, logits > 0, detection_logit)
+            if not _banded(image):
+                image = _as_float(image)  # the search resizes the image many times: once to float, when it fits
+            found = resynchronise(image, self.read, self.tile_period, self.size, _resize_any, comb)
             # never worse than as is: the re-found reading replaces it only when it is the more confident one
             if found.agreement > confidence(logits):
                 return Detection(found.bit_logits, found.bit_logits > 0, detection_logit, found, found)

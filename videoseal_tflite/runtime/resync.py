@@ -41,6 +41,11 @@ SYNC_BELOW = 0.6
 # 3000 x 3000) reach at most 0.712; 46 of the 52 marked crops that the search reads right (>= 0.9 of the bits:
 # 80 % and 50 % of the area, centred or at a corner, and 30 %) reach 0.72 or more
 FOUND_ABOVE = 0.72
+# the comb strength (`Comb.strength`) below which the phase search would not run (no tile to re-synchronise to).
+# Off (-inf): a run of the experiment at ANALYSIS_SIZE 128 separated them at 20 (210 unmarked, 60 % below it; all
+# 102 marked inputs the search read right above it), but 128 px read half-area crops at 0.896 < 0.9
+# (tests/test_resync.py), so the analysis stays at 256 px, where the threshold has not been measured yet
+COMB_ABOVE = float("-inf")
 
 
 def agreement(logits: np.ndarray) -> np.ndarray:
@@ -63,8 +68,9 @@ def whitened_power(image: np.ndarray, resize: Callable) -> np.ndarray:
     side, pad = ANALYSIS_SIZE, ANALYSIS_SIZE * PAD_FACTOR
     planes = resize(image, side, side)
     planes = planes - planes.mean(axis=(1, 2), keepdims=True)
-    window = np.outer(np.hanning(side), np.hanning(side))
-    power = (np.abs(np.fft.rfft2(planes * window, s=(pad, pad))) ** 2).sum(axis=0)
+    window = np.outer(np.hanning(side), np.hanning(side)).astype(np.float32)
+    spectrum = np.fft.rfft2((planes * window).astype(np.float32), s=(pad, pad))  # complex64: float32 in, float32 out
+    power = (spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2).sum(axis=0)
     log_power = np.log(power + 1e-20)
     return np.exp(log_power - local_mean(log_power, 17))
 
@@ -111,13 +117,28 @@ def _best_distinct(scores: np.ndarray, cx: np.ndarray, cy: np.ndarray, count: in
     return out
 
 
-def extent_candidates(image: np.ndarray, tile_period: int, size: int, resize: Callable) -> list[tuple[float, float]]:
-    """Step 1: the likeliest (c_x, c_y), same-aspect ones first."""
+@dataclasses.dataclass(frozen=True)
+class Comb:
+    """Step 1's result: how strongly the input shows the tile's comb of peaks, and where."""
+
+    strength: float  # the best same-aspect comb score (summed log whitened power at the harmonics)
+    extents: list[tuple[float, float]]  # the likeliest (c_x, c_y), same-aspect ones first
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the comb is one that marked crops were measured to show (COMB_ABOVE): else nothing is searched."""
+        return self.strength >= COMB_ABOVE
+
+
+def comb_of(image: np.ndarray, tile_period: int, size: int, resize: Callable) -> Comb:
+    """Step 1 on [3,H,W] floats or HxWx3 uint8 (whatever `resize` takes)."""
     power = whitened_power(image, resize)
     period = ANALYSIS_SIZE * tile_period / size  # the tile's period in the analysis image of an uncropped input
-    same = _best_distinct(comb_scores(power, EXTENTS, EXTENTS, period), EXTENTS, EXTENTS, EXTENT_CANDIDATES[0], [])
+    scores = comb_scores(power, EXTENTS, EXTENTS, period)
+    same = _best_distinct(scores, EXTENTS, EXTENTS, EXTENT_CANDIDATES[0], [])
     cx, cy = (g.ravel() for g in np.meshgrid(EXTENTS, EXTENTS))
-    return same + _best_distinct(comb_scores(power, cx, cy, period), cx, cy, EXTENT_CANDIDATES[1], same)
+    other = _best_distinct(comb_scores(power, cx, cy, period), cx, cy, EXTENT_CANDIDATES[1], same)
+    return Comb(float(scores.max()), same + other)
 
 
 # step 2's canvases: the input mirrored out to S with a tile corner at (tile x n + phase), or the tile-aligned part
@@ -152,11 +173,17 @@ class SyncedReading:
 
 
 def resynchronise(
-    image: np.ndarray, read: Callable[[np.ndarray], np.ndarray], tile: int, size: int, resize: Callable
+    image: np.ndarray,
+    read: Callable[[np.ndarray], np.ndarray],
+    tile: int,
+    size: int,
+    resize: Callable,
+    comb: Comb | None = None,
 ) -> SyncedReading:
-    """Steps 1-3. `read`: [3,S,S] -> [nbits] logits (the detector); `resize`: the runtime's [C,H,W] resize.
-    Every phase of every candidate extent counts as a hypothesis, the ones the first canvas ranked low included."""
-    extents = extent_candidates(image, tile, size, resize)
+    """Steps 1-3 (step 1 given as `comb` when already done). `read`: [3,S,S] -> [nbits] logits (the detector);
+    `resize`: the runtime's [C,H,W] resize. Every phase of every candidate extent counts as a hypothesis, the ones
+    the first canvas ranked low included."""
+    extents = (comb or comb_of(image, tile, size, resize)).extents
     best = (-1.0, None, None, None)  # agreement, soft bits, extent, phase
     for cx, cy in extents:
         planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
