@@ -52,12 +52,14 @@ validate: $(STAMP)
 	$(CLI) validate --artifacts $(ARTIFACTS) --attacks
 
 # Benchmark record (artifacts/bench/<card>.json + .md): the default card and both official cards (random-init);
-# video fps (video_compact.*) and validate's memory from 16 to 10,000 images (validate_scale.*)
+# video fps (video_compact.*), validate's memory from 16 to 10,000 images (validate_scale.*), and the default card
+# beside invisible-watermark's three methods on the same images and attacks (peers.*, the [peers] extra)
 bench: $(STAMP)
 	$(CLI) bench --card compact
 	$(CLI) bench --card compact --video --artifacts $(ARTIFACTS)
 	$(CLI) bench --card compact --validate-scale --artifacts $(ARTIFACTS)
 	$(CLI) bench --card $(CARD_OR_DEFAULT) --sizes --artifacts $(ARTIFACTS)
+	$(CLI) bench --card $(CARD_OR_DEFAULT) --peers --artifacts $(ARTIFACTS)
 	$(CLI) bench --card videoseal_0.0 --random-init 0
 	$(CLI) bench --card videoseal_1.0 --random-init 0
 	$(PY) scripts/readme_performance.py
@@ -75,8 +77,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check videoseal_tflite scripts tests experiments
 	$(VENV)/bin/ruff format --check videoseal_tflite scripts tests experiments
 
+# the model mutations above, and damaged JPEG/PNG/MP4 files through embed + detect (FUZZ_MEDIA_EXAMPLES per kind,
+# default 300, ~0.2 s each)
 fuzz: $(STAMP)
-	VIDEOSEAL_TFLITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VIDEOSEAL_TFLITE_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+	VIDEOSEAL_TFLITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VIDEOSEAL_TFLITE_FUZZ_MEDIA_EXAMPLES=$(or $(FUZZ_MEDIA_EXAMPLES),300) \
+		VIDEOSEAL_TFLITE_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py tests/test_fuzz_media.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(ARTIFACTS)/*/ .pytest_cache

@@ -638,3 +638,149 @@ def test_resync_never_keeps_a_less_confident_reading(ctx, default_fp32, capsys):
     if searched.searched is not None:  # a search was made: its readings count, whichever was kept
         with_search = decide(searched.bits, message, 1e-6, searched.hypotheses)
         assert searched.hypotheses > 1 and with_search.pvalue >= decide(searched.bits, message, 1e-6).pvalue
+
+
+# ---- every format says what happened to it (issue #28, item 6) ----------------------------------------------
+
+
+def _notes(out: str) -> list[str]:
+    return [line[len("note: ") :] for line in out.splitlines() if line.startswith("note: ")]
+
+
+def _deep_image(ctx, kind: str) -> Path:
+    """The photo stored as `kind`: what each one loses is what the output format and the 8-bit RGB watermark
+    cannot hold."""
+    import skimage.data
+    import tifffile
+
+    photo = skimage.data.chelsea()
+    path = ctx["tmp"] / {"tiff_16bit_rgba": "in.tif", "jpeg_cmyk": "in.jpg"}.get(kind, "in.png")
+    if kind == "png_16bit_rgb":
+        _png16(path, photo.astype(np.uint16) * 257)
+    elif kind == "png_16bit_gray":
+        Image.fromarray(photo.mean(axis=2).astype(np.uint16) * 257).save(path)
+    elif kind == "tiff_16bit_rgba":
+        rgba = np.dstack([photo, np.full(photo.shape[:2], 200, np.uint8)]).astype(np.uint16) * 257
+        tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"])
+    elif kind == "jpeg_cmyk":
+        Image.fromarray(photo).convert("CMYK").save(path, quality=95)
+    elif kind == "png_palette":
+        Image.fromarray(photo).convert("P").save(path)
+    else:
+        Image.fromarray(photo).save(path)
+    return path
+
+
+COLOUR_8BIT = "colour is read and written at 8 bits a channel"
+# input kind -> (output suffix, the note lines embed prints, in order)
+IMAGE_LOSSES = {
+    "png_16bit_rgb": (".png", [f"16-bit RGB input written as 8-bit RGB: {COLOUR_8BIT}"]),
+    "png_16bit_gray": (
+        ".png",
+        [
+            f"16-bit grayscale input written as 8-bit RGB: {COLOUR_8BIT}",
+            "grayscale input written in RGB colour: this card's watermark is in colour, and converting it back to "
+            "gray would lose its bits",
+        ],
+    ),
+    "tiff_16bit_rgba": (
+        ".jpg",
+        [
+            f"16-bit RGBA input written as 8-bit RGB: {COLOUR_8BIT}",
+            "alpha channel dropped: JPEG has no alpha (use .png, .webp or .tiff to keep it)",
+        ],
+    ),
+    "jpeg_cmyk": (".png", ["CMYK input written in RGB colour (the watermark needs full colour)"]),
+    "png_palette": (".png", ["palette (P) input written in RGB colour (the watermark needs full colour)"]),
+    "png_8bit_rgb": (".png", []),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_LOSSES))
+def test_an_image_that_loses_depth_colour_or_alpha_says_so(ctx, capsys, kind):
+    """One note line per kind of loss (none for an 8-bit RGB PNG), the same list in --json, and the output still
+    carries the mark."""
+    import json
+
+    suffix, expected = IMAGE_LOSSES[kind]
+    src = _deep_image(ctx, kind)
+    marked = ctx["tmp"] / f"marked{suffix}"
+    code, err, out = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"],
+                                   "--message", MESSAGE])  # fmt: skip
+    assert code == 0 and err == [], err
+    assert _notes(out) == expected, out
+    code, err, out = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"],
+                                   "--message", MESSAGE, "--json"])  # fmt: skip
+    assert code == 0 and json.loads(out)["notes"] == expected
+    code, err, out = _run(
+        capsys, ["detect", marked, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE]
+    )
+    assert code == 0 and "bit accuracy: 1.0000" in out, (err, out)
+
+
+def _video_coding(codec: str, pix_fmt: str) -> tuple[str, str]:
+    """(encoder, pix_fmt) to make the input with: HEVC needs libx265, which a PyAV build may lack; H.264 at the
+    same depth shows the same loss."""
+    import av
+
+    return (codec, pix_fmt) if codec in av.codecs_available else ("libx264", pix_fmt)
+
+
+def _clip(path: Path, codec: str, pix_fmt: str, width: int = 320, height: int = 180, count: int = 8) -> Path:
+    """A pan across the photo, coded as asked (near-lossless where the encoder allows it, fast presets)."""
+    import av
+    import skimage.data
+
+    from videoseal_tflite.validate.clips import pan_frames
+
+    options = {
+        "libx264": {"crf": "10", "preset": "ultrafast"},
+        "libx265": {"crf": "10", "preset": "ultrafast", "x265-params": "log-level=none"},
+        "libvpx-vp9": {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"},
+        "mpeg4": {"qscale": "2"},
+    }.get(codec, {})
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=24, options=options)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        for pixels in pan_frames(skimage.data.chelsea(), width, height, count):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(video.encode(None))
+    return path
+
+
+# case -> (encoder, pix_fmt, input suffix); the note names what the decoder gave
+VIDEO_LOSSES = {
+    "hevc_10bit": ("libx265", "yuv420p10le", ".mp4"),
+    "h264_444": ("libx264", "yuv444p", ".mkv"),
+    "vp9": ("libvpx-vp9", "yuv420p", ".webm"),
+    "mpeg4": ("mpeg4", "yuv420p", ".avi"),
+    "h264_420": ("libx264", "yuv420p", ".mp4"),
+}
+_CODEC_SAID = {"libx265": "HEVC", "libx264": "H.264", "libvpx-vp9": "VP9", "mpeg4": "MPEG-4 Part 2"}
+
+
+@pytest.mark.parametrize("case", sorted(VIDEO_LOSSES))
+def test_a_video_that_loses_depth_chroma_or_codec_says_so(ctx, capsys, case):
+    """10-bit, 4:4:4 or other-codec input becomes 8-bit yuv420p H.264: one note line naming both ends (none for
+    8-bit 4:2:0 H.264), in --json too; the output reads back."""
+    import json
+
+    codec, pix_fmt = _video_coding(*VIDEO_LOSSES[case][:2])
+    src = _clip(ctx["tmp"] / f"in{VIDEO_LOSSES[case][2]}", codec, pix_fmt)
+    depth = 10 if "10" in pix_fmt else 8
+    coded = f"{depth}-bit {pix_fmt} {_CODEC_SAID[codec]}"
+    expected = [] if case == "h264_420" else [f"input is {coded}; the output is 8-bit yuv420p H.264"]
+    marked = ctx["tmp"] / "marked.mp4"
+    code, err, out = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"],
+                                   "--message", MESSAGE, "--crf", "0", "--preset", "ultrafast"])  # fmt: skip
+    assert code == 0 and err == [], err
+    assert _notes(out) == expected and "bit accuracy:   1.0000" in out, out
+    if case == "hevc_10bit":
+        code, err, out = _run(capsys, ["embed", src, marked, "--card", "compact", "--artifacts", ctx["root"],
+                                       "--message", MESSAGE, "--json", "--crf", "0"])  # fmt: skip
+        report = json.loads(out)
+        assert code == 0 and report["notes"] == expected and report["input_format"] == coded, report
+    code, err, out = _run(
+        capsys, ["detect", marked, "--card", "compact", "--artifacts", ctx["root"], "--message", MESSAGE]
+    )
+    assert code == 0 and "bit accuracy: 1.0000" in out, (err, out)

@@ -62,8 +62,8 @@ def _embed_video(args: argparse.Namespace, embedder, message, embedder_path: Pat
             f"wrote {args.output} ({result.frames} frames, {result.width}x{result.height}, embedder on every "
             f"{step_size}th frame, {speed:.1f} frames/s; {embedder_path.name})"
         )
-        if result.padded:
-            print("note: odd frame size; one edge row/column was repeated to make it even (H.264 yuv420p)")
+        for note in result.notes:
+            print(f"note: {note}")
         if embedder.strength != 1:
             print(f"note: --strength {embedder.strength:g}: the card's watermark scale x {embedder.strength:g}")
         print(f"recovered bits: {report['bits']}")

@@ -21,6 +21,7 @@ Whatever a format cannot hold (alpha in JPEG, EXIF in BMP, grayscale in WebP, ..
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 from pathlib import Path
 
@@ -156,6 +157,7 @@ class ImageFile:
     orientation: int = 1  # the input's EXIF orientation (1-8), applied to `pixels` and `alpha`
     dpi: tuple | None = None
     png_text: dict | None = None
+    bits: int = 8  # bits per sample as the file stores them: 16 for a 16-bit PNG/TIFF, even one read as 8-bit RGB
 
     @property
     def rgb8(self) -> np.ndarray | None:
@@ -275,6 +277,23 @@ def _pixels_and_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray((im.convert("L") if im.mode == "1" else im).convert("RGB")), None
 
 
+def _stored_bits(im: Image.Image) -> int:
+    """Bits per sample as the file stores them, from the decoder's raw mode before `load()` (8 when it says no
+    more): Pillow reads 16-bit colour PNG/TIFF ('RGB;16B', 'RGBA;16L', 'LA;16B') as 8-bit RGB(A)/LA, so the
+    mode alone cannot tell. BMP's packed 'BGR;15'/'BGR;16' count bits per pixel, not per sample."""
+    if im.mode.startswith("I;16"):
+        return 16
+    if im.mode in ("I", "F"):
+        return 32
+    for tile in im.tile or ():
+        args = getattr(tile, "args", None)
+        raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        depth = re.search(r";(16|32)", raw) if isinstance(raw, str) and not raw.startswith("BGR") else None
+        if depth:
+            return int(depth.group(1))
+    return 8
+
+
 def read_image(path: Path) -> ImageFile:
     """Any Pillow-readable image -> ImageFile. Raises InvalidImage with one sentence (unreadable, too small)."""
     path = Path(path)
@@ -286,6 +305,7 @@ def read_image(path: Path) -> ImageFile:
                     f"{path} is an animated {im.format} of {frames} frames; marking its first frame alone would drop "
                     "the animation: save it as a video (.mp4) and embed that, or export the one frame to mark"
                 )
+            bits = _stored_bits(im)  # before load(), which drops the tiles that say it
             im.load()
             exif, orientation = _exif_of(im)
             fmt, mode, info = im.format, im.mode, dict(im.info)
@@ -300,7 +320,8 @@ def read_image(path: Path) -> ImageFile:
     if min(height, width) < MIN_SIDE:
         raise InvalidImage(f"{path} is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
     dpi = info.get("dpi")
-    return ImageFile(path, fmt, mode, pixels, alpha, exif, info.get("icc_profile") or None, orientation, dpi, png_text)
+    icc = info.get("icc_profile") or None
+    return ImageFile(path, fmt, mode, pixels, alpha, exif, icc, orientation, dpi, png_text, bits)
 
 
 def _color_mode(rgb: np.ndarray, source: ImageFile, fmt: str, notes: list[str]) -> tuple[str, np.ndarray]:
@@ -317,8 +338,6 @@ def _color_mode(rgb: np.ndarray, source: ImageFile, fmt: str, notes: list[str]) 
     if source.gray:
         still_gray = bool((quantized[0] == quantized[1]).all() and (quantized[1] == quantized[2]).all())
         if still_gray and ("L" in modes or deep):
-            if source.deep and not deep:
-                notes.append(f"16-bit grayscale written as 8-bit: {fmt} has no 16-bit grayscale")
             if source.mode == "1":
                 notes.append("bilevel (1-bit) input written as 8-bit grayscale: one bit cannot hold the watermark")
             return ("I;16" if deep else "L"), quantized[0]
@@ -332,8 +351,24 @@ def _color_mode(rgb: np.ndarray, source: ImageFile, fmt: str, notes: list[str]) 
         if quantized.dtype != np.uint8:
             quantized = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
     elif source.mode not in ("RGB", "RGBA", "RGBX"):
-        notes.append(f"{source.mode} input written in RGB colour (the watermark needs full colour)")
+        kind = {"P": "palette (P)", "PA": "palette (PA)"}.get(source.mode, source.mode)
+        notes.append(f"{kind} input written in RGB colour (the watermark needs full colour)")
     return "RGB", quantized.transpose(1, 2, 0)
+
+
+def _depth_note(source: ImageFile, fmt: str, mode: str) -> str | None:
+    """One line when the output keeps fewer bits per sample than the input stored (None when it keeps them all)."""
+    kept = 16 if mode == "I;16" else 8
+    if source.bits <= kept:
+        return None
+    kind = "grayscale" if source.gray else source.mode
+    if mode.startswith("L") and source.deep:
+        why = f"{fmt} has no 16-bit grayscale"
+    elif mode.startswith("RGB"):
+        why = "colour is read and written at 8 bits a channel"
+    else:
+        why = "samples deeper than 16 bits are written at 8"
+    return f"{source.bits}-bit {kind} input written as 8-bit {mode}: {why}"
 
 
 def _with_alpha(im: Image.Image, source: ImageFile, fmt: str, notes: list[str]) -> Image.Image:
@@ -398,6 +433,9 @@ def write_image(path: Path, rgb: np.ndarray, source: ImageFile, quality: int = D
     notes: list[str] = []
     mode, array = _color_mode(rgb, source, fmt, notes)
     im = _with_alpha(Image.fromarray(array), source, fmt, notes)  # uint16 HxW -> I;16, uint8 -> L / RGB
+    depth = _depth_note(source, fmt, im.mode)
+    if depth:
+        notes.insert(0, depth)
     params, kept = _metadata(source, fmt, im.mode, notes)
     if source.alpha is not None and "A" in im.mode:
         kept.insert(0, "alpha")

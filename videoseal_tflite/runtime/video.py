@@ -20,11 +20,14 @@ embed_video(input, output, message, step_size K):
   6. RGB -> yuv420p with the input's colour matrix and range (tags copied), libx264 at --crf/--preset;
      presentation timestamps and the stream time base copied (variable frame rate stays variable; the time base
      as far as the container allows: .mp4/.mov keep any of >= 10000 ticks/s, .mkv always counts milliseconds),
-     the display matrix (rotation/flip) copied, audio streams copied packet by packet (not re-encoded),
-     container and stream metadata (title, language, ...) copied
+     the display rotation copied (a flip in the display matrix is not), audio streams copied packet by packet
+     (not re-encoded), container and stream metadata (title, language, ...) copied
      step 6 runs on a second thread, one frame behind steps 1-5 (the container itself is only touched from the
      main thread); the file is byte for byte what the same steps in one thread write
   7. written to a temp file beside the output, renamed at the end: an error or Ctrl-C leaves no output
+  8. what the output cannot hold is named in `VideoEmbedResult.notes` (`format_notes`): an input deeper than 8 bits,
+     with chroma other than 4:2:0 or alpha, or in a codec other than H.264 gives one line, e.g. "input is 10-bit
+     yuv420p10le HEVC; the output is 8-bit yuv420p H.264"; odd sizes give the padding line
 Memory stays bounded by two frames, the key frame's watermark and libx264's lookahead (peak RSS 298 and 304 MB
 for 720p clips of 144 and 288 frames at preset veryfast, 502 MiB for 60 s of 1080p).
 detect_video(input, every=N, aggregation):
@@ -250,6 +253,8 @@ class VideoEmbedResult:
     seconds_model: float
     seconds_resize_blend: float
     seconds_encode: float
+    input_format: str = ""  # e.g. "10-bit yuv420p10le HEVC" (`StreamFormat.describe`)
+    notes: tuple[str, ...] = ()  # what the output could not keep, one line each (`format_notes`)
 
     @property
     def seconds_total(self) -> float:
@@ -260,6 +265,67 @@ class VideoEmbedResult:
             **{k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()},
             "seconds_total": self.seconds_total,
         }
+
+
+# ffmpeg's codec names as people say them; any other is shown as ffmpeg names it
+_CODEC_NAMES = {
+    "h264": "H.264",
+    "hevc": "HEVC",
+    "vp8": "VP8",
+    "vp9": "VP9",
+    "av1": "AV1",
+    "mpeg4": "MPEG-4 Part 2",
+    "mpeg2video": "MPEG-2",
+    "mpeg1video": "MPEG-1",
+    "prores": "ProRes",
+    "mjpeg": "Motion JPEG",
+    "png": "PNG",
+    "ffv1": "FFV1",
+    "rawvideo": "raw video",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamFormat:
+    """A video stream's coding as decoded: codec, pixel format, and what the pixel format holds."""
+
+    codec: str  # ffmpeg's codec name: 'h264', 'hevc', 'vp9', 'av1', 'mpeg4', ...
+    pix_fmt: str  # the decoded frames' pixel format: 'yuv420p', 'yuv420p10le', 'yuv444p', ...
+    bits: int  # per sample, the deepest component
+    chroma_420: bool  # chroma at half width and half height (4:2:0), or no chroma at all (gray)
+    alpha: bool
+
+    @classmethod
+    def of(cls, codec: str, pix_fmt: str) -> StreamFormat:
+        import av
+
+        fmt = av.VideoFormat(pix_fmt, 64, 64)  # the planes' sizes at 64 x 64 give the subsampling
+        components = list(fmt.components)
+        colour = [c for c in components if not c.is_alpha]  # luma then chroma, or R G B, or a palette index
+        if fmt.is_rgb or fmt.has_palette:
+            chroma_420 = False
+        else:  # gray has no chroma to lose
+            chroma_420 = all(c.width == 32 and c.height == 32 for c in colour[1:])
+        bits = max((c.bits for c in components), default=8)
+        return cls(codec, pix_fmt, bits, chroma_420, len(colour) < len(components))
+
+    def describe(self) -> str:
+        return f"{self.bits}-bit {self.pix_fmt} {_CODEC_NAMES.get(self.codec, self.codec)}"
+
+
+OUTPUT_STREAM = StreamFormat("h264", "yuv420p", 8, True, False)  # what `_Writer` encodes
+
+
+def format_notes(source: StreamFormat, padded: bool = False) -> tuple[str, ...]:
+    """What the output (8-bit yuv420p H.264, even sizes) cannot keep of the input, one line each: the coding when
+    the input is deeper than 8 bits, has chroma other than 4:2:0 or alpha, or another codec (one line naming both
+    ends); the padding of an odd size."""
+    notes = []
+    if source.bits > 8 or not source.chroma_420 or source.alpha or source.codec != OUTPUT_STREAM.codec:
+        notes.append(f"input is {source.describe()}; the output is {OUTPUT_STREAM.describe()}")
+    if padded:
+        notes.append("odd frame size; one edge row/column was repeated to make it even (H.264 yuv420p)")
+    return tuple(notes)
 
 
 def output_format(path: Path) -> str:
@@ -294,11 +360,11 @@ def _ffmpeg_reason(exc: Exception) -> str:
     return " ".join(str(text).split())[:160]
 
 
-def _display_matrix(frame) -> list[int] | None:
-    for side in frame.side_data:
-        if side.type.name == "DISPLAYMATRIX":
-            return np.frombuffer(bytes(side), dtype=np.int32)[:9].tolist()
-    return None
+def _display_rotation(frame) -> int:
+    """The display matrix's rotation, degrees counterclockwise (0: none). Read with `frame.rotation`, never through
+    `frame.side_data`: PyAV 18 raises ValueError there on side data newer than it knows (FFmpeg 8's EXIF on MJPEG
+    camera clips and PNG frames, MV-HEVC's view ids), and the half-built frame can crash the process when freed."""
+    return int(frame.rotation)
 
 
 def _rgb_frame(av_frame) -> np.ndarray:
@@ -331,7 +397,7 @@ class _Writer:
         self.in_flight = None  # the previous frame's encode
 
     def start(self, first_frame, width: int, height: int) -> None:
-        """Configure every stream before the header is written (the display matrix lives in the header)."""
+        """Configure every stream before the header is written (the display rotation lives in the header)."""
         import av
 
         vin = self.video_in
@@ -351,9 +417,9 @@ class _Writer:
         }
         for name, value in self.colour.items():
             setattr(video.codec_context, name, value)
-        matrix = _display_matrix(first_frame)
-        if matrix is not None:
-            video.set_display_matrix(matrix)
+        rotation = _display_rotation(first_frame)
+        if rotation:
+            video.set_display_rotation(rotation)
         video.metadata.update({k: v for k, v in vin.metadata.items() if k not in _MUXER_TAGS and k != "handler_name"})
         for stream in self.audio_in:
             out = self.container.add_stream_from_template(stream)
@@ -490,8 +556,9 @@ def embed_video(
             disable=not progress,
             leave=False,
         ) as bar:
-            frames, (height, width) = _transcode(input_path, source, writer, watermarker, clock, bar)
+            frames, (height, width), coding = _transcode(input_path, source, writer, watermarker, clock, bar)
     s = clock.seconds
+    padded = width % 2 == 1 or height % 2 == 1
     return VideoEmbedResult(
         output_path,
         frames,
@@ -500,25 +567,27 @@ def embed_video(
         float(video_in.average_rate or video_in.guessed_rate or 0),
         width + width % 2,
         height + height % 2,
-        width % 2 == 1 or height % 2 == 1,
+        padded,
         len(audio_in),
         s["decode"],
         s["model"],
         s["resize_blend"],
         s["encode"],
+        coding.describe(),
+        format_notes(coding, padded),
     )
 
 
 def _transcode(
     input_path: Path, source, writer: _Writer, watermarker: _FrameWatermarker, clock: _Stopwatch, bar
-) -> tuple[int, tuple[int, int]]:
+) -> tuple[int, tuple[int, int], StreamFormat]:
     """The streaming loop: demux, copy audio packets, decode + watermark + encode each video frame, then check that
-    the input was whole. Returns (frames, input (height, width)). The writer is closed on success, abandoned on
-    any error (the caller's atomic_path then deletes the temp file)."""
+    the input was whole. Returns (frames, input (height, width), the first frame's coding). The writer is closed on
+    success, abandoned on any error (the caller's atomic_path then deletes the temp file)."""
     import av
 
     video_in = writer.video_in
-    frames, packets, size = 0, 0, None
+    frames, packets, size, coding = 0, 0, None, None
     try:
         demuxed = source.demux(video_in, *writer.audio_in)
         while True:
@@ -536,6 +605,7 @@ def _transcode(
                     rgb = _rgb_frame(av_frame)
                 if size is None:
                     size = rgb.shape[:2]
+                    coding = StreamFormat.of(video_in.codec_context.codec.canonical_name, av_frame.format.name)
                     writer.start(av_frame, size[1] + size[1] % 2, size[0] + size[0] % 2)
                 elif rgb.shape[:2] != size:
                     raise InvalidVideo(
@@ -564,7 +634,7 @@ def _transcode(
     except BaseException:
         writer.abandon()
         raise
-    return frames, size
+    return frames, size, coding
 
 
 # ---- detection ---------------------------------------------------------------------------------------------
