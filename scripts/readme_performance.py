@@ -19,12 +19,12 @@ COMMAND = "Command: `make bench` (`videoseal-tflite bench --card ...`); records 
 
 def bench_records(root: Path) -> list[Path]:
     """bench records only (per card: JSON with "parts"; `bench --video`: "sizes"; `bench --validate-scale`,
-    `bench --sizes` and the browser's `make bench-web`, by name);
+    `bench --sizes`, `bench --peers` and the browser's `make bench-web`, by name);
     the exploration scripts' records are cited where they are discussed."""
 
     def is_bench(md: Path) -> bool:
         record = json.loads(md.with_suffix(".json").read_text()) if md.with_suffix(".json").is_file() else {}
-        return "parts" in record or "sizes" in record or md.stem in ("validate_scale", "sizes", "web")
+        return "parts" in record or "sizes" in record or md.stem in ("validate_scale", "sizes", "peers", "web")
 
     return [p for p in sorted((root / "artifacts" / "bench").glob("*.md")) if is_bench(p)]
 

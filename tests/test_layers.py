@@ -46,7 +46,14 @@ INSTALL = {
     "bench": "bench",
 }
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "skimage": "scikit-image", "tensorflow": "tensorflow-cpu"}
+DISTRIBUTION = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "skimage": "scikit-image",
+    "tensorflow": "tensorflow-cpu",
+    "cv2": "opencv-python-headless",
+    "imwatermark": "invisible-watermark",
+}
 # heavy imports that a base layer makes only inside the function that needs them, named here with their extra
 OPTIONAL_IN_BASE = {"tensorflow": "convert"}  # tflite.load_check: tf.lite as a second opinion, asked for by name
 
@@ -138,8 +145,9 @@ def _declared() -> dict[str, set[str]]:
         out = set()
         for req in requirements:
             name = req.split("==")[0].split("[")[0].strip().lower()
-            if name == "videoseal-tflite":  # an extra that builds on another: videoseal-tflite[convert]
-                out |= names(project["optional-dependencies"][req.split("[")[1].rstrip("]")])
+            if name == "videoseal-tflite":  # an extra that builds on others: videoseal-tflite[convert,peers]
+                for extra in req.split("[")[1].rstrip("]").split(","):
+                    out |= names(project["optional-dependencies"][extra.strip()])
             else:
                 out.add(name)
         return out

@@ -103,3 +103,7 @@ class BenchFailed(VsTfliteError):
 
 class UnsupportedAnimation(VsTfliteError):
     """An animated image (GIF, APNG, WebP): marking only its first frame would silently drop the rest."""
+
+
+class ExtraNotInstalled(VsTfliteError):
+    """A command needs an optional extra (`pip install videoseal-tflite[NAME]`, or `make setup`) that is missing."""
