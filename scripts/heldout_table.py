@@ -56,7 +56,9 @@ def main() -> None:
     with tqdm(total=len(images) * args.messages, desc="held-out table", unit="sample") as bar:
         result = evaluate(embedder, detector, images, args.messages, attacks, progress=lambda: bar.update(1))
     print("\n".join(markdown_header(attacks)))
-    print(markdown_row(f"{args.card} {args.variant}", result, attacks))
+    print(markdown_row(f"{args.card} {args.variant} bit accuracy", result, attacks))
+    print(markdown_row(f"decided at FPR {result.fpr:g}", result, attacks, "decided"))
+    print(markdown_row("every bit right", result, attacks, "exact"))
     print(
         "| minimum to resolve | "
         + " | ".join(f">= {HELDOUT_MINIMUM[a]}" if a in HELDOUT_MINIMUM else "-" for a in attacks)

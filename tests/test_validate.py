@@ -296,6 +296,12 @@ def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
     markdown = report_markdown(report)
     assert "Bit accuracy under attacks at full resolution" in markdown
     assert ("yes, every file" in markdown) == (attack_losses(report) == [])
+    # judged as a detector: the compact card's 16 bits cannot reach FPR 1e-6, so nothing is decided and the report
+    # says why, beside the table
+    assert all(list(r["attacks_decided"]) == report["attacks"] for r in loaded)
+    assert all(r["fullres"]["decided"] == 0.0 and set(r["attacks_decided"].values()) == {0.0} for r in loaded)
+    assert "Share of marked samples decided at FPR 1e-06" in markdown
+    assert "A 16-bit message can never reach FPR 1e-06 (its best is 1.5e-05)." in markdown
 
 
 # ---- the image set streams; workers do not change the numbers (issue #15) ---------------------------------------

@@ -279,6 +279,42 @@ const write = (name, a) => fs.writeFileSync(name, Buffer.from(a.buffer, a.byteOf
         assert float((levels_js == levels_py).mean()) >= 0.9999 and np.abs(levels_js - levels_py).max() <= 1
 
 
+def test_js_8bit_downscale_and_add_match_the_python_runtime(tmp_path):
+    """The page's 8-bit path (downscaleRgba, addLevels) against bands.downscale and bands.add_upscaled: bit for
+    bit, on a photo, for each pass order (both passes, vertical only, horizontal only) and a 1-channel watermark."""
+    import skimage.data
+
+    from videoseal_tflite.runtime import bands
+
+    rgb = skimage.data.chelsea()  # 300x451
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])  # alpha must come back as is
+    rgba.tofile(tmp_path / "rgba.bin")
+    w = np.tanh(np.random.default_rng(1).normal(size=(3, 128, 128)) * 2).astype(np.float32)
+    w.tofile(tmp_path / "w.bin")
+    sizes = [(128, 128), (128, 451), (300, 128)]
+    _node_script(
+        tmp_path,
+        """import fs from 'node:fs';
+const b = fs.readFileSync('rgba.bin'), rgba = new Uint8ClampedArray(b.buffer, b.byteOffset, b.byteLength);
+const wb = fs.readFileSync('w.bin'), w = new Float32Array(wb.buffer, wb.byteOffset, wb.byteLength / 4);
+const write = (name, a) => fs.writeFileSync(name, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+"""
+        + "".join(f"write('d{h}x{ww}.bin', vt.downscaleRgba(rgba, 300, 451, {h}, {ww}));\n" for h, ww in sizes)
+        + "write('add3.bin', vt.addLevels(rgba, 300, 451, w, 3, 128, 0.02));\n"
+        + "write('add1.bin', vt.addLevels(rgba, 300, 451, w.subarray(0, 128 * 128), 1, 128, 0.02));\n"
+        + "if (vt.addLevels(rgba, 300, 451, w, 3, 128, 1.0) !== null) throw new Error('|delta| > MAX_DELTA kept');\n",
+    )
+    for h, ww in sizes:
+        got = np.fromfile(tmp_path / f"d{h}x{ww}.bin", dtype=np.float32).reshape(3, h, ww)
+        np.testing.assert_array_equal(got, bands.downscale(rgb, h, ww))
+    for name, planes in (("add3", w), ("add1", w[:1])):
+        got = np.fromfile(tmp_path / f"{name}.bin", dtype=np.uint8).reshape(300, 451, 4)
+        expected = bands.add_upscaled(rgb, np.float32(255 * 0.02) * planes)
+        np.testing.assert_array_equal(got[..., :3], expected)
+        assert (got[..., 3] == 200).all()
+        assert (got[..., :3] != rgb).mean() > 0.5  # the delta was added (a no-op would also match a no-op)
+
+
 def test_js_verdict_matches_python(tmp_path):
     from videoseal_tflite.runtime import decide
 

@@ -2,14 +2,17 @@
 // the same .tflite files, run by LiteRT.js (@litertjs/core, wasm/XNNPACK).
 //
 // embed(image HxW, message):
-//   1. x = image as float RGB in [0,1]                                   [3,H,W]   fromImageData
-//   2. x_s = resize(x, S x S)        bilinear, antialiased (Pillow BILINEAR)        resizeBilinear
+//   1-2. x_s = the 8-bit image resized to S x S in [0,1]: Pillow BILINEAR (antialiased) on the levels 0..255,
+//        horizontal pass, then / 255, then the vertical pass (the Python runtime's bands.downscale)   downscaleRgba
 //   3. w = embedder.tflite(x_s, message)   tanh output, C = 3 (RGB) or 1 (Y)        runEmbedder
+//   then, for cards that add the watermark to the image as is (no JND, scaling_i 1: bands.add_upscaled):
+//   4. y = clip(image + round(resize(255 * scaling_w * w, H x W)), 0, 255) in 8-bit levels        addLevels
+//   and for the others (the float path):
 //   4. w = resize(w, H x W)          bilinear, antialiased                          resizeBilinear
 //   5. w = JND(x) * w                when the card has attenuation                  jndHeatmaps
 //   6. y = clamp(scaling_i * x + scaling_w * w, 0, 1), rounded to 8 bits          blend, toImageData
-// detect(image): x_s = resize(x, S x S); bit_logits = detector.tflite(x_s); bits = bit_logits > 0, read as is
-// (the Python CLI's `detect --no-resync`: this page does not look for the tile of a cropped image).
+// detect(image): x_s = downscaleRgba(image); bit_logits = detector.tflite(x_s); bits = bit_logits > 0, read as
+// is (the Python CLI's `detect --no-resync`: this page does not look for the tile of a cropped image).
 //
 // Every float step is float32 like numpy's: Math.fround after each operation (a float32 op computed in double and
 // rounded once is the correctly rounded float32 result), so the planes match the Python runtime's bit for bit
@@ -70,9 +73,12 @@ export function toRgba(planes, width, height, alpha = null) {
 
 // Pillow's resample (libImaging/Resample.c, precompute_coeffs + ImagingResample{Horizontal,Vertical}_32bpc for
 // mode 'F'): triangle filter stretched by the scale when shrinking, weights in double and normalised, each output
-// summed in double and stored as float32; horizontal pass first, then vertical.
-function coefficients(inSize, outSize) {
-  const scale = inSize / outSize;
+// summed in double and stored as float32; horizontal pass first, then vertical. [in0, in1): the source box, which
+// Pillow takes as C floats (float32), their difference too.
+function coefficients(inSize, outSize, in0 = 0, in1 = inSize) {
+  in0 = f32(in0);
+  in1 = f32(in1);
+  const scale = f32(in1 - in0) / outSize;
   const filterscale = Math.max(scale, 1.0);
   const support = 1.0 * filterscale;
   const ksize = Math.ceil(support) * 2 + 1;
@@ -80,7 +86,7 @@ function coefficients(inSize, outSize) {
   const bounds = new Int32Array(outSize * 2);
   const ss = 1.0 / filterscale;
   for (let xx = 0; xx < outSize; xx++) {
-    const center = (xx + 0.5) * scale;
+    const center = in0 + (xx + 0.5) * scale;
     let xmin = Math.trunc(center - support + 0.5);
     if (xmin < 0) xmin = 0;
     let xmax = Math.trunc(center + support + 0.5);
@@ -145,6 +151,74 @@ export function resizeBilinear(planes, channels, height, width, outH, outW) {
       resamplePlaneHorizontal(src, width, height, outW, coH, dst);
     } else {
       resamplePlaneVertical(src, width, outH, coV, dst);
+    }
+  }
+  return out;
+}
+
+const INV255 = f32(1 / 255); // numpy's np.float32(1 / 255)
+
+/**
+ * Steps 1-2 as the Python runtime does them from 8-bit pixels (bands.downscale): RGBA bytes [H,W,4] ->
+ * [3,outH,outW] Float32Array in [0,1]. The horizontal pass runs on the levels 0..255 and is scaled by 1/255 after
+ * it; with no horizontal pass, the levels are scaled first (v / 255). Either way, then the vertical pass.
+ */
+export function downscaleRgba(data, height, width, outH, outW) {
+  const n = height * width;
+  let narrow;
+  if (width === outW) {
+    narrow = new Float32Array(3 * n);
+    for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) narrow[c * n + i] = LEVELS[data[4 * i + c]];
+  } else {
+    const levels = new Float32Array(3 * n);
+    for (let c = 0; c < 3; c++) for (let i = 0; i < n; i++) levels[c * n + i] = data[4 * i + c];
+    narrow = resizeBilinear(levels, 3, height, width, height, outW);
+    for (let i = 0; i < narrow.length; i++) narrow[i] = f32(narrow[i] * INV255);
+  }
+  return height === outH ? narrow : resizeBilinear(narrow, 3, height, outW, outH, outW);
+}
+
+const BAND_ROWS = 256; // bands.BAND_ROWS: add_upscaled resizes each band of rows from its own box
+const OFFSET = 128; // bands._OFFSET: the delta is held offset by it in an 8-bit plane
+export const MAX_DELTA = OFFSET - 1; // bands.MAX_DELTA: the largest |delta| in levels that form holds
+
+/** Does this card add its watermark to the image as is (no JND, scaling_i 1), i.e. in 8-bit levels? */
+export function addsLevels(scalingI, attenuation) {
+  return !attenuation && scalingI === 1;
+}
+
+/**
+ * Step 4 of the cards that add in 8-bit levels (bands.add_upscaled): RGBA bytes + the small [C,S,S] watermark ->
+ * new RGBA bytes, clip(pixel + round(resize(255 * scaling_w * w, H x W)), 0, 255) with Pillow's arithmetic: the
+ * delta + 128.5 resized in float32, truncated to 8 bits (so rounded half up), added with offset -128 and clipped.
+ * Alpha is kept. Returns null when |delta| exceeds MAX_DELTA (the float path then applies, as in Python).
+ */
+export function addLevels(data, height, width, watermark, channels, size, scalingW) {
+  const k = f32(255 * scalingW);
+  const shifted = new Float32Array(watermark.length);
+  for (let i = 0; i < watermark.length; i++) {
+    const d = f32(k * watermark[i]);
+    if (Math.abs(d) > MAX_DELTA) return null;
+    shifted[i] = f32(d + (OFFSET + 0.5));
+  }
+  // the horizontal pass once, then each band of BAND_ROWS rows resized from its box of the source, as Python does
+  // (Pillow's resize with `box`: its coefficients start at the box, so they can differ from the whole resize's in
+  // the last bit)
+  const wide = resizeBilinear(shifted, channels, size, size, size, width);
+  const out = new Uint8ClampedArray(data); // alpha as is
+  for (let start = 0; start < height; start += BAND_ROWS) {
+    const stop = Math.min(start + BAND_ROWS, height), rows = stop - start;
+    const co = coefficients(size, rows, (start * size) / height, (stop * size) / height);
+    const band = new Float32Array(rows * width);
+    for (let c = 0; c < channels; c++) {
+      resamplePlaneVertical(wide.subarray(c * size * width, (c + 1) * size * width), width, rows, co, band);
+      for (let cc = c; cc < 3; cc += channels) {
+        for (let i = 0; i < rows * width; i++) {
+          const v = band[i], p = 4 * (start * width + i) + cc;
+          const level = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
+          out[p] = data[p] + level - OFFSET; // a Uint8ClampedArray store clips to 0..255
+        }
+      }
     }
   }
   return out;
@@ -643,18 +717,16 @@ function stopwatch(into) {
   };
 }
 
-/** Steps 2-4: the embedder's watermark at full resolution, {w: [C,H,W], channels} (before JND and scaling_w). */
-export async function watermarkSignal(planes, height, width, message, lap = () => {}) {
+/** Steps 1-3: the embedder's watermark at the processing size, {w: [C,S,S], channels} (before JND and scaling_w). */
+export async function watermarkSmall(imageData, message, lap = () => {}) {
   const {embedder, size} = loaded();
-  const small = resizeBilinear(planes, 3, height, width, size, size);
+  const {data, width, height} = imageData;
+  const small = downscaleRgba(data, height, width, size, size);
   lap('downscale');
   const out = await runModel(embedder, {image: [small, [1, 3, size, size]], message: [message, [1, message.length]]});
   lap('model');
   const w = out.watermark;
-  const channels = w.length / (size * size);
-  const full = resizeBilinear(w, channels, size, size, height, width);
-  lap('upscale');
-  return {w: full, channels};
+  return {w, channels: w.length / (size * size)};
 }
 
 /** Watermark an ImageData with `message` ('0101...' or an array of 0/1); returns a new ImageData (alpha kept). */
@@ -665,13 +737,22 @@ export async function embed(imageData, message) {
   if (bits.length !== s.nbits) throw new UserError(`message has ${bits.length} bits but the model takes ${s.nbits}`);
   const {width, height} = imageData;
   const lap = stopwatch(lastTimings.embed);
-  const {planes, alpha} = fromImageData(imageData);
-  lap('to_float');
-  const {w, channels} = await watermarkSignal(planes, height, width, bits, lap);
-  const marked = blend(planes, height, width, w, channels, s.scalingW, s.scalingI, s.attenuation);
-  lap('blend');
-  const rgba = toRgba(marked, width, height, alpha);
-  lap('to_8bit');
+  const {w, channels} = await watermarkSmall(imageData, bits, lap);
+  let rgba = null;
+  if (addsLevels(s.scalingI, s.attenuation)) {
+    rgba = addLevels(imageData.data, height, width, w, channels, s.size, s.scalingW);
+    lap('add_levels');
+  }
+  if (rgba === null) {
+    const {planes, alpha} = fromImageData(imageData);
+    lap('to_float');
+    const full = resizeBilinear(w, channels, s.size, s.size, height, width);
+    lap('upscale');
+    const marked = blend(planes, height, width, full, channels, s.scalingW, s.scalingI, s.attenuation);
+    lap('blend');
+    rgba = toRgba(marked, width, height, alpha);
+    lap('to_8bit');
+  }
   return typeof ImageData === 'function' ? new ImageData(rgba, width, height) : {data: rgba, width, height};
 }
 
@@ -687,9 +768,7 @@ export async function detect(imageData, message = null, {fpr = DEFAULT_FPR} = {}
   checkImage(imageData);
   const {width, height} = imageData;
   const lap = stopwatch(lastTimings.detect);
-  const {planes} = fromImageData(imageData);
-  lap('to_float');
-  const small = resizeBilinear(planes, 3, height, width, s.size, s.size);
+  const small = downscaleRgba(imageData.data, height, width, s.size, s.size);
   lap('downscale');
   const out = await runModel(s.detector, {image: [small, [1, 3, s.size, s.size]]});
   lap('model');

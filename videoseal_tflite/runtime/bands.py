@@ -96,8 +96,10 @@ MAX_DELTA = _OFFSET - 1  # the largest |delta| in levels this form holds
 def add_upscaled(rgb8: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 + the small [C,S,S] float delta in 8-bit levels (C = 3, or 1 for every colour) ->
     clip(rgb8 + round(resize_bilinear(delta, H, W)), 0, 255) as HxWx3 uint8, one band of rows at a time, in Pillow
-    (resize, round, add: no float copy of the full-size image). Each band is its rows of the whole resize: Pillow
-    resizes a `box` of the source with the whole resize's coefficients. |delta| must be at most MAX_DELTA."""
+    (resize, round, add: no float copy of the full-size image). Each band resizes its `box` of the source: Pillow
+    takes the box in float32, so a band's coefficients can differ from the whole resize's in the last bit (a level
+    on a few values in a million; web/videoseal_tflite.js `addLevels` does the same, bit for bit).
+    |delta| must be at most MAX_DELTA."""
     height, width = rgb8.shape[:2]
     small_h, small_w = delta.shape[1:]
     planes = [Image.fromarray(np.ascontiguousarray(d + (_OFFSET + 0.5), dtype=np.float32), "F") for d in delta]

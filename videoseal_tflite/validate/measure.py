@@ -155,11 +155,17 @@ def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> lis
             bits = full["samples"] * nbits
             rec["fullres"] = {
                 "bit_accuracy": full["hits"]["clean"] / bits,
+                "decided": full["decided"]["clean"] / full["samples"],
+                "exact": full["exact"]["clean"] / full["samples"],
                 "psnr_db": full["psnr_sum"] / full["samples"],
                 "samples": full["samples"],
             }
             if attacks:
                 rec["attacks"] = {a: full["hits"][a] / bits for a in TABLE_ATTACKS if a != "clean"}
+                # the share of marked samples decided at verdict.DEFAULT_FPR after each attack
+                rec["attacks_decided"] = {
+                    a: full["decided"][a] / full["samples"] for a in TABLE_ATTACKS if a != "clean"
+                }
     pairs = []
     for key, got in sorted(sums.get("pairs", {}).items(), key=lambda kv: (order(kv[0].split("/")[1]), kv[0])):
         emb, det = key.split("/")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from videoseal_tflite.runtime.verdict import DEFAULT_FPR
 from videoseal_tflite.store.atomic import atomic_path, write_text_atomic
 from videoseal_tflite.store.variants import order
 
@@ -135,7 +136,26 @@ def _attacks_table(report: dict[str, Any]) -> list[str]:
             )
     losses = attack_losses(report)
     lines += ["", "Within 1 point of FP32 under every attack: " + ("yes, every file." if not losses else "no:")]
-    return lines + [f"- {line}" for line in losses]
+    lines += [f"- {line}" for line in losses]
+    decided = [r for r in report["records"] if r.get("attacks_decided")]
+    if decided:
+        lines += [
+            "",
+            f"Share of marked samples decided at FPR {DEFAULT_FPR:g} (the verdict `detect` gives: matching bits, "
+            "re-synchronisation readings counted), same samples:",
+            "",
+            "| part | variant | clean | " + " | ".join(names) + " |",
+            "|---|---|---" + "|---" * len(names) + "|",
+        ]
+        for r in decided:
+            cells = [_fmt(r["fullres"].get("decided"), ".3f")] + [
+                _fmt(r["attacks_decided"].get(n), ".3f") for n in names
+            ]
+            lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
+        nbits = report.get("nbits")
+        if nbits and 2.0**-nbits > DEFAULT_FPR:
+            lines += ["", f"A {nbits}-bit message can never reach FPR {DEFAULT_FPR:g} (its best is {2.0**-nbits:.1e})."]
+    return lines
 
 
 def _video_table(report: dict[str, Any]) -> list[str]:

@@ -4,9 +4,11 @@ What a user does, step by step, with the .tflite files and the torch-free runtim
   1. embed the message into the photo at its own size (`runtime.Embedder.embed`);
   2. save it as an 8-bit PNG and read it back;
   3. attack the saved image (`attacks.ATTACKS`: JPEG, resize, crop read as is, H.264 clip, ...);
-  4. detect (`runtime.Detector.detect`) and count the matching bits.
-Nothing here runs on the processing-size tensor. Numbers are bit accuracy over images x messages; PSNR is
-of the saved PNG against the original, at full resolution.
+  4. detect (`runtime.Detector.detect`) and count the matching bits, whether the message is decided at the
+     default false-positive rate (`verdict.decide`, resync readings counted) and whether every bit is right.
+Nothing here runs on the processing-size tensor. Numbers are shares over images x messages: bit accuracy,
+decided (a detector's true-positive rate at `verdict.DEFAULT_FPR`) and exact; PSNR is of the saved PNG against
+the original, at full resolution.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from videoseal_tflite.build.images import random_messages
 from videoseal_tflite.runtime.image import Detector, Embedder, load_image, to_uint8
 from videoseal_tflite.runtime.image_io import NamedImage
+from videoseal_tflite.runtime.verdict import DEFAULT_FPR, decide
 from videoseal_tflite.validate.attacks import ATTACKS
 
 MESSAGE_SEED = 17
@@ -42,7 +45,8 @@ HELDOUT_MIN_PSNR_DB = 38.0
 
 @dataclasses.dataclass(frozen=True)
 class RobustnessResult:
-    """Bit accuracy per attack over `samples` (images x messages), and the mean PSNR of the saved images."""
+    """Per attack over `samples` (images x messages): bit accuracy, the share decided at `fpr` and the share read
+    without a wrong bit; and the mean PSNR of the saved images."""
 
     bit_accuracy: dict[str, float]
     psnr_db: float
@@ -50,6 +54,9 @@ class RobustnessResult:
     images: int
     messages_per_image: int
     nbits: int
+    decided: dict[str, float]
+    exact: dict[str, float]
+    fpr: float = DEFAULT_FPR
 
     @property
     def samples(self) -> int:
@@ -79,20 +86,32 @@ def evaluate_samples(
     attacks: tuple[str, ...] = TABLE_ATTACKS,
     progress: Callable[[], None] | None = None,
 ) -> dict:
-    """Steps 1-4 for every (image, message) sample: matching bits per attack (`hits`), the saved images' PSNR
-    (`psnr_sum`, `min_psnr`) and `samples`: counts that add up over chunks of a set (`validate.stream`)."""
+    """Steps 1-4 for every (image, message) sample, per attack: matching bits (`hits`), samples decided at
+    `verdict.DEFAULT_FPR` (`decided`) and read without a wrong bit (`exact`); the saved images' PSNR (`psnr_sum`,
+    `min_psnr`) and `samples`: counts that add up over chunks of a set (`validate.stream`)."""
     funcs = {name: (lambda x: x) if name == "clean" else ATTACKS[name] for name in attacks}
-    hits = {name: 0 for name in attacks}
+    hits, decided, exact = ({name: 0 for name in attacks} for _ in range(3))
     psnrs = []
     with tempfile.TemporaryDirectory(prefix="vst-robust-") as tmp:
         for original, message in samples:
             saved = saved_watermarked(embedder, original, message, Path(tmp))
             psnrs.append(psnr_db(saved, original))
             for name, attack in funcs.items():
-                hits[name] += int((detector.detect(attack(saved)).bits == message.astype(bool)).sum())
+                found = detector.detect(attack(saved))
+                verdict = decide(found.bits, message, DEFAULT_FPR, found.hypotheses)
+                hits[name] += verdict.matching_bits
+                decided[name] += int(verdict.watermarked)
+                exact[name] += int(verdict.matching_bits == verdict.nbits)
             if progress:
                 progress()
-    return {"hits": hits, "psnr_sum": float(sum(psnrs)), "min_psnr": min(psnrs), "samples": len(psnrs)}
+    return {
+        "hits": hits,
+        "decided": decided,
+        "exact": exact,
+        "psnr_sum": float(sum(psnrs)),
+        "min_psnr": min(psnrs),
+        "samples": len(psnrs),
+    }
 
 
 def sample_messages(count: int, nbits: int) -> np.ndarray:
@@ -113,19 +132,25 @@ def evaluate(
     msgs = sample_messages(len(images) * messages_per_image, embedder.nbits)
     samples = ((images[k // messages_per_image].pixels, m) for k, m in enumerate(msgs))
     counts = evaluate_samples(embedder, detector, samples, attacks, progress)
-    total = len(msgs) * embedder.nbits
+    total, n = len(msgs) * embedder.nbits, counts["samples"]
     return RobustnessResult(
         {name: counts["hits"][name] / total for name in attacks},
-        counts["psnr_sum"] / counts["samples"],
+        counts["psnr_sum"] / n,
         counts["min_psnr"],
         len(images),
         messages_per_image,
         embedder.nbits,
+        {name: counts["decided"][name] / n for name in attacks},
+        {name: counts["exact"][name] / n for name in attacks},
     )
 
 
-def markdown_row(label: str, result: RobustnessResult, attacks: tuple[str, ...] = TABLE_ATTACKS) -> str:
-    return f"| {label} | " + " | ".join(f"{result.bit_accuracy[a]:.3f}" for a in attacks) + f" | {result.psnr_db:.2f} |"
+def markdown_row(
+    label: str, result: RobustnessResult, attacks: tuple[str, ...] = TABLE_ATTACKS, metric: str = "bit_accuracy"
+) -> str:
+    """One table row of `metric` (`bit_accuracy`, `decided` or `exact`) per attack, then the PSNR."""
+    values = getattr(result, metric)
+    return f"| {label} | " + " | ".join(f"{values[a]:.3f}" for a in attacks) + f" | {result.psnr_db:.2f} |"
 
 
 def markdown_header(attacks: tuple[str, ...] = TABLE_ATTACKS) -> list[str]:
