@@ -72,10 +72,11 @@ test: $(STAMP) lint $(WEB_PREREQS)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m fast $(PYTEST_ARGS)
 
-# ruff, pinned in requirements.lock, configured in pyproject.toml
+# ruff and mypy (the runtime layer), pinned in requirements.lock, configured in pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check videoseal_tflite scripts tests experiments
 	$(VENV)/bin/ruff format --check videoseal_tflite scripts tests experiments
+	$(VENV)/bin/mypy
 
 # the model mutations above, and damaged JPEG/PNG/MP4 files through embed + detect (FUZZ_MEDIA_EXAMPLES per kind,
 # default 300, ~0.2 s each)

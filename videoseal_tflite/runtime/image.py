@@ -22,7 +22,7 @@ import dataclasses
 import functools
 import hashlib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -42,6 +42,8 @@ from videoseal_tflite.tflite.interpreter import SignatureModel
 from videoseal_tflite.tflite.metadata import read_metadata
 
 MIN_SIDE = 32
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -83,7 +85,7 @@ def _resize_any(image: np.ndarray | Image.Image, height: int, width: int) -> np.
     return bands.downscale(image, height, width)
 
 
-def each_plane(fn: Callable[[np.ndarray], np.ndarray], planes: Iterable[np.ndarray]) -> list[np.ndarray]:
+def each_plane(fn: Callable[[_T], _R], planes: Iterable[_T]) -> list[_R]:
     """[fn(plane) for plane in planes], run on up to three threads (one per colour plane)."""
     return list(_plane_pool().map(fn, planes))
 
@@ -211,11 +213,12 @@ class _Model:
             raise InvalidModelFile(f"cannot read {path}: {exc.strerror}") from None
         _check_against_manifest(path, data)
         try:
-            self.meta = read_metadata(data)
+            meta = read_metadata(data)
         except Exception:
             raise InvalidModelFile(f"{path} is not a videoseal-tflite model (no readable metadata)") from None
-        if not self.meta:
+        if not meta:
             raise InvalidModelFile(f"{path} carries no videoseal_tflite metadata; convert it with videoseal-tflite")
+        self.meta: dict[str, Any] = meta
         try:
             self.model = SignatureModel(content=data, threads=threads, convert_io=True)
         except (RuntimeError, ValueError) as exc:

@@ -112,12 +112,13 @@ def read_pixels(path: Path) -> Image.Image | np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            pixels: Image.Image | np.ndarray
             if im.mode in _DEEP_MODES:
                 pixels = _deep_planes(im)
                 height, width = pixels.shape[1:]
             else:
-                pixels = im if im.mode == "RGB" else im.convert("RGB")
-                height, width = pixels.height, pixels.width
+                rgb = im if im.mode == "RGB" else im.convert("RGB")
+                pixels, height, width = rgb, rgb.height, rgb.width
     except FileNotFoundError:
         raise InvalidImage(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -285,7 +286,7 @@ def _stored_bits(im: Image.Image) -> int:
         return 16
     if im.mode in ("I", "F"):
         return 32
-    for tile in im.tile or ():
+    for tile in getattr(im, "tile", None) or ():  # ImageFile's decoder tiles (a plain Image has none)
         args = getattr(tile, "args", None)
         raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
         depth = re.search(r";(16|32)", raw) if isinstance(raw, str) and not raw.startswith("BGR") else None
@@ -393,7 +394,8 @@ def _icc_fits(icc: bytes, mode: str) -> bool:
 
 def _metadata(source: ImageFile, fmt: str, mode: str, notes: list[str]) -> tuple[dict, list[str]]:
     """Pillow save keywords carrying the input's metadata, and the names of what they keep."""
-    params, kept = {}, []
+    params: dict[str, object] = {}
+    kept: list[str] = []
     can = _METADATA.get(fmt, ())
     if source.exif:
         if "EXIF" in can:

@@ -22,9 +22,10 @@ multiplies its p-value by that number (Bonferroni). It only runs when the as-is 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
+from PIL import Image
 
 ANALYSIS_SIZE = 256
 PAD_FACTOR = 4  # zero padding of the FFT: frequency resolution 1 / (4 * 256) cycles per pixel
@@ -63,7 +64,7 @@ def unsure(bit_logits: np.ndarray) -> bool:
     return confidence(bit_logits) < SYNC_BELOW
 
 
-def whitened_power(image: np.ndarray, resize: Callable) -> np.ndarray:
+def whitened_power(image: np.ndarray | Image.Image, resize: Callable) -> np.ndarray:
     """[3,H,W] -> the power spectrum (summed over channels, rfft2 zero-padded) divided by its local mean."""
     side, pad = ANALYSIS_SIZE, ANALYSIS_SIZE * PAD_FACTOR
     planes = resize(image, side, side)
@@ -130,7 +131,7 @@ class Comb:
         return self.strength >= COMB_ABOVE
 
 
-def comb_of(image: np.ndarray, tile_period: int, size: int, resize: Callable) -> Comb:
+def comb_of(image: np.ndarray | Image.Image, tile_period: int, size: int, resize: Callable) -> Comb:
     """Step 1 on [3,H,W] floats or HxWx3 uint8 (whatever `resize` takes)."""
     power = whitened_power(image, resize)
     period = ANALYSIS_SIZE * tile_period / size  # the tile's period in the analysis image of an uncropped input
@@ -143,10 +144,11 @@ def comb_of(image: np.ndarray, tile_period: int, size: int, resize: Callable) ->
 
 # step 2's canvases: the input mirrored out to S with a tile corner at (tile x n + phase), or the tile-aligned part
 # of the input repeated ("repeat"). The first ranks all phases; the best PHASES_KEPT are read on all of them
-CANVASES = (("symmetric", 0), ("repeat", 0), ("symmetric", 3), ("reflect", 2))
+CanvasKind = tuple[Literal["repeat", "symmetric", "reflect"], int]  # how the crop is extended, and by how many tiles
+CANVASES: tuple[CanvasKind, ...] = (("symmetric", 0), ("repeat", 0), ("symmetric", 3), ("reflect", 2))
 
 
-def canvas(planes: np.ndarray, ox: int, oy: int, kind: tuple[str, int], tile: int, size: int) -> np.ndarray:
+def canvas(planes: np.ndarray, ox: int, oy: int, kind: CanvasKind, tile: int, size: int) -> np.ndarray:
     """Step 2: an S x S canvas whose grid of `tile` px starts at pixel (oy, ox) of `planes` [3,h,w]."""
     mode, tiles = kind
     if mode == "repeat":
@@ -173,7 +175,7 @@ class SyncedReading:
 
 
 def resynchronise(
-    image: np.ndarray,
+    image: np.ndarray | Image.Image,
     read: Callable[[np.ndarray], np.ndarray],
     tile: int,
     size: int,
@@ -184,7 +186,7 @@ def resynchronise(
     `resize`: the runtime's [C,H,W] resize. Every phase of every candidate extent counts as a hypothesis, the ones
     the first canvas ranked low included."""
     extents = (comb or comb_of(image, tile, size, resize)).extents
-    best = (-1.0, None, None, None)  # agreement, soft bits, extent, phase
+    best: tuple[float, np.ndarray, tuple[float, float], tuple[int, int]] | None = None  # agreement, soft, extent, phase
     for cx, cy in extents:
         planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
         first = {
@@ -195,8 +197,10 @@ def resynchronise(
             others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
             soft = agreement(np.stack([first[(ox, oy)], *others]))
             score = float(np.abs(soft).mean())
-            if score > best[0]:
+            if best is None or score > best[0]:
                 best = (score, soft, (cx, cy), (ox, oy))
+    if best is None:
+        raise ValueError("resynchronise: the comb gave no candidate extent")
     score, soft, extent, phase = best
     logits = (2 * np.arctanh(np.clip(soft, -0.999999, 0.999999))).astype(np.float32)
     return SyncedReading(logits, extent, phase, score, 1 + tile * tile * len(extents))

@@ -57,12 +57,15 @@ import dataclasses
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from videoseal_tflite.errors import InvalidMessage, InvalidOption, InvalidVideo, UnsupportedOutput
+
+if TYPE_CHECKING:  # PyAV is imported where it is used (a still-image user never loads it)
+    from av.video.stream import VideoStream
 from videoseal_tflite.runtime.image import Detector, Embedder, blend, each_plane, resize_bilinear, to_uint8
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -175,14 +178,13 @@ class _FrameWatermarker:
         e, clock = self.embedder, self.clock
         key_frame = self.index % self.step_size == 0
         self.index += 1
-        with clock("resize_blend"):
-            x = (
-                frame.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-                if key_frame or self.delta is None
-                else None
-            )
-            small = resize_bilinear(x, e.size, e.size) if key_frame else None
-        if key_frame:
+        x: np.ndarray | None = None  # the frame as float: on key frames, and on every frame of the float blend
+        if key_frame or self.delta is None:
+            with clock("resize_blend"):
+                x = frame.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+        if key_frame and x is not None:
+            with clock("resize_blend"):
+                small = resize_bilinear(x, e.size, e.size)
             with clock("model"):
                 w_small = e.model(image=small[None], message=self.message)["watermark"][0]
             with clock("resize_blend"):
@@ -197,6 +199,8 @@ class _FrameWatermarker:
                 out += self.delta
                 np.clip(out, 0, 255, out=out)
                 return out.astype(np.uint8)
+            if x is None or self.watermark is None:  # not reached: the first frame is a key frame
+                raise RuntimeError("video embed: a frame to blend before the first key frame")
             return to_uint8(blend(x, self.watermark, e.scaling_w, e.scaling_i, e.attenuation))
 
     def _additive(self, watermark: np.ndarray) -> bool:
@@ -388,13 +392,20 @@ class _Writer:
         self.container = av.open(str(tmp), "w", format=fmt)
         self.source, self.video_in, self.audio_in = source, video_in, audio_in
         self.crf, self.preset = crf, preset
-        self.video = None
+        self.video: VideoStream | None = None  # set by start(), at the first decoded frame
         self.audio_map: dict[int, object] = {}
         self.pending_audio: list = []  # audio packets demuxed before the first video frame set up the header
         self.last_pts: int | None = None
         self.colour: dict[str, int] = {}
         self.pool = None  # the encoder thread (`frame`)
         self.in_flight = None  # the previous frame's encode
+
+    @property
+    def stream(self) -> VideoStream:
+        """The output video stream; only after start()."""
+        if self.video is None:
+            raise RuntimeError("video writer: a frame before start()")
+        return self.video
 
     def start(self, first_frame, width: int, height: int) -> None:
         """Configure every stream before the header is written (the display rotation lives in the header)."""
@@ -467,8 +478,8 @@ class _Writer:
         )
         for name, value in self.colour.items():
             setattr(out, name, value)
-        out.pts, out.time_base = pts, self.video.codec_context.time_base
-        return self.video.encode(out)
+        out.pts, out.time_base = pts, self.stream.codec_context.time_base
+        return self.stream.encode(out)
 
     def _encoder(self):
         if self.pool is None:
@@ -484,11 +495,11 @@ class _Writer:
 
     def _pts(self, source_frame) -> int:
         """The input's timestamp in the encoder's time base; made strictly increasing (x264 requires it)."""
-        tb = self.video.codec_context.time_base
+        tb = self.stream.codec_context.time_base
         if source_frame.pts is not None and source_frame.time_base:
             pts = int(round(source_frame.pts * source_frame.time_base / tb))
         else:  # no timestamp (raw streams, some .avi): one frame duration after the last
-            rate = self.video.codec_context.framerate
+            rate = self.stream.codec_context.framerate
             step = max(int(round(1 / (rate * tb))), 1) if rate else 1
             pts = 0 if self.last_pts is None else self.last_pts + step
         if self.last_pts is not None and pts <= self.last_pts:
@@ -498,7 +509,7 @@ class _Writer:
 
     def finish(self) -> None:
         self._collect()
-        self.container.mux(self.video.encode(None))
+        self.container.mux(self.stream.encode(None))
         self.container.close()
         self._stop_encoder()
 
@@ -587,7 +598,9 @@ def _transcode(
     import av
 
     video_in = writer.video_in
-    frames, packets, size, coding = 0, 0, None, None
+    frames, packets = 0, 0
+    size: tuple[int, int] | None = None
+    coding: StreamFormat | None = None
     try:
         demuxed = source.demux(video_in, *writer.audio_in)
         while True:
@@ -604,7 +617,7 @@ def _transcode(
                 with clock("decode"):
                     rgb = _rgb_frame(av_frame)
                 if size is None:
-                    size = rgb.shape[:2]
+                    size = (rgb.shape[0], rgb.shape[1])
                     coding = StreamFormat.of(video_in.codec_context.codec.canonical_name, av_frame.format.name)
                     writer.start(av_frame, size[1] + size[1] % 2, size[0] + size[0] % 2)
                 elif rgb.shape[:2] != size:
@@ -617,7 +630,7 @@ def _transcode(
                     writer.frame(marked, av_frame)
                 frames += 1
                 bar.update(1)
-        if frames == 0:
+        if frames == 0 or size is None or coding is None:
             raise InvalidVideo(f"{input_path} has no decodable video frames")
         if video_in.frames and packets < video_in.frames:
             raise InvalidVideo(
@@ -696,7 +709,8 @@ class _FrameSampler:
     vertical shift."""
 
     def __init__(self, frame: np.ndarray, size: int) -> None:
-        self.frame, self.size, self.rows = frame, size, {}
+        self.frame, self.size = frame, size
+        self.rows: dict[float, np.ndarray] = {}  # vertical shift -> the rows it samples, [S,W,3] float
 
     def _rows(self, dy: float) -> np.ndarray:
         if dy not in self.rows:
