@@ -14,8 +14,8 @@ from PIL import Image
 
 from videoseal_tflite.build.images import fullres_evaluation_image, procedural_image
 from videoseal_tflite.cli.main import main
-from videoseal_tflite.runtime.image import Detector, Embedder, blend, load_image, round_8bit, to_uint8
-from videoseal_tflite.runtime.resync import FOUND_ABOVE
+from videoseal_tflite.runtime.image import Detector, Embedder, _resize_any, blend, load_image, round_8bit, to_uint8
+from videoseal_tflite.runtime.resync import COMB_ABOVE, FOUND_ABOVE, comb_of, unsure
 from videoseal_tflite.runtime.verdict import decide, pvalue
 from videoseal_tflite.runtime.video import TileTracker, frame_logits
 from videoseal_tflite.validate.attacks import crop_area, crop_half_area
@@ -79,6 +79,22 @@ def test_unmarked_images_report_no_tile_found(default_fp32, marked):
             assert found.searched is None or not found.searched.found, found.searched
     crops = [detector.detect(crop_half_area(y)).searched for _, y in marked]
     assert np.mean([c.found for c in crops]) >= 2 / 3, [c.agreement for c in crops]
+
+
+def test_an_image_without_a_tile_comb_is_not_searched(default_fp32, marked):
+    """resync.COMB_ABOVE: an unmarked 512-px image whose spectrum shows no tile comb (seed 50161 of the separation
+    record, strength 16.5 < 20) is read as is, no phase search, one hypothesis; a marked half-area crop (comb above
+    22 in the record) is still searched and read right."""
+    detector = Detector(default_fp32["detector"])
+    plain = to_uint8(procedural_image(50_161, 512).pixels)
+    as_is = detector.logits(_resize_any(plain, detector.size, detector.size))[0]
+    assert unsure(as_is)  # the search would have run without the gate
+    assert comb_of(plain, detector.tile_period, detector.size, _resize_any).strength < COMB_ABOVE == 20.0
+    found = detector.detect(plain)
+    assert found.searched is None and found.hypotheses == 1
+    cropped = [detector.detect(crop_half_area(y)) for _, y in marked]
+    assert all(c.searched is not None for c in cropped)
+    assert np.mean([c.bit_accuracy(MESSAGE) for c in cropped]) >= 0.9
 
 
 def test_bonferroni_verdict():

@@ -38,15 +38,16 @@ PHASES_KEPT = 6  # phases per extent read on every canvas after the first canvas
 # marked photo or any unmarked photo 0.09-0.42
 SYNC_BELOW = 0.6
 # a re-found reading's agreement above which `detect` says the tile was found. Measured with the default card's FP32
-# files (experiments/resync_separation.py, its record beside it): 140 unmarked images of seven shapes (40 x 2000 to
-# 3000 x 3000) reach at most 0.712; 46 of the 52 marked crops that the search reads right (>= 0.9 of the bits:
-# 80 % and 50 % of the area, centred or at a corner, and 30 %) reach 0.72 or more
+# files (experiments/resync_separation.py, its record beside it): 210 unmarked images of seven shapes (40 x 2000 to
+# 3000 x 3000) reach at most 0.711; 88 of the 103 marked inputs that the search reads right (>= 0.9 of the bits:
+# crops to 80 %, 50 % (centred or at a corner) and 30 % of the area, strips, tiny) reach 0.72 or more
 FOUND_ABOVE = 0.72
-# the comb strength (`Comb.strength`) below which the phase search would not run (no tile to re-synchronise to).
-# Off (-inf): a run of the experiment at ANALYSIS_SIZE 128 separated them at 20 (210 unmarked, 60 % below it; all
-# 102 marked inputs the search read right above it), but 128 px read half-area crops at 0.896 < 0.9
-# (tests/test_resync.py), so the analysis stays at 256 px, where the threshold has not been measured yet
-COMB_ABOVE = float("-inf")
+# the comb strength (`Comb.strength`) below which the phase search does not run (no tile to re-synchronise to).
+# Measured at ANALYSIS_SIZE 256 with the default card's FP32 files (experiments/resync_separation.py, 2026-12-05
+# record beside it): the 103 marked inputs the search reads right (>= 0.9 of the bits) have a comb of 22.4 or
+# more; of 210 unmarked images (seven shapes) 16 % fall below 20, 43 % below 22. 20 leaves 2.4 of margin under the
+# weakest readable crop, so only a sixth of unmarked reads skip the search
+COMB_ABOVE = 20.0
 
 
 def agreement(logits: np.ndarray) -> np.ndarray:
