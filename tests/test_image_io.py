@@ -251,3 +251,31 @@ def test_what_a_format_cannot_hold_is_named(tmp_path, suffix, note):
     source = read_image(src)
     written = write_image(tmp_path / f"out{suffix}", source.pixels, source)
     assert note in written.notes, written.notes
+
+
+@pytest.mark.parametrize(
+    ("pixels", "words"),
+    [
+        (np.zeros((64, 64, 2), np.uint8), "uint8 pixels must be HxWx3 (RGB), got shape (64, 64, 2)"),
+        (np.zeros((64, 64, 3), np.float32), "float pixels must be [3,H,W] in [0,1], got shape (64, 64, 3)"),
+        (np.zeros((3, 16, 64), np.float32), "the image is 64x16 pixels; at least 32x32 is needed"),
+        (np.zeros((64, 64, 3), np.int32), "got a int32 array"),
+        (Image.new("L", (64, 64)), "a Pillow image must be RGB, got mode L"),
+    ],
+)
+def test_the_python_api_names_a_wrong_image_shape(root, pixels, words):
+    """An embedding service that hands the runtime the wrong layout gets one InvalidImage sentence, not a shape
+    error from inside LiteRT (a 2-channel uint8 array used to reach the detector as a [1,2,S,S] tensor)."""
+    from videoseal_tflite.errors import InvalidImage
+    from videoseal_tflite.runtime.image import Detector, Embedder
+    from videoseal_tflite.store.artifact import Artifact
+
+    find = {part: Artifact.find(root / "compact", part, "fp32")[0][1] for part in ("embedder", "detector")}
+    with pytest.raises(InvalidImage, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        Detector(find["detector"]).detect(pixels)
+    embedder = Embedder(find["embedder"])
+    message = np.zeros(embedder.nbits, np.float32)
+    with pytest.raises(InvalidImage):
+        (embedder.embed_rgb8 if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 else embedder.embed)(
+            pixels, message
+        )

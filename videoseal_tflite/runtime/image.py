@@ -177,6 +177,29 @@ def load_image(path: Path) -> np.ndarray:
     return pixels
 
 
+def checked_pixels(image: np.ndarray | Image.Image) -> np.ndarray | Image.Image:
+    """What the runtime's Python API takes: a Pillow RGB image, HxWx3 uint8, or float [3,H,W]; each side at least
+    MIN_SIDE. Anything else is one InvalidImage sentence here, not a shape error from inside LiteRT."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            raise InvalidImage(f"a Pillow image must be RGB, got mode {image.mode} (convert('RGB') first)")
+        height, width = image.height, image.width
+    elif isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidImage(f"uint8 pixels must be HxWx3 (RGB), got shape {image.shape}")
+        height, width = image.shape[:2]
+    elif isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise InvalidImage(f"float pixels must be [3,H,W] in [0,1], got shape {image.shape}")
+        height, width = image.shape[1:]
+    else:
+        kind = f"{image.dtype} array" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InvalidImage(f"pixels must be a Pillow RGB image, HxWx3 uint8 or float [3,H,W]; got a {kind}")
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImage(f"the image is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    return image
+
+
 def round_8bit(image: np.ndarray) -> np.ndarray:
     """What saving as 8-bit does to a float image in [0,1]: clip and round to multiples of 1/255."""
     return (np.round(np.clip(image, 0, 1) * 255) / 255).astype(np.float32)
@@ -320,6 +343,9 @@ class Embedder:
         memory grows with the width, not the area (runtime/bands.py), the JND of attenuating cards computed per band
         with the rows its 5x5 kernel reaches beyond it."""
         message = self._checked(message)
+        if not isinstance(rgb8, np.ndarray) or rgb8.dtype != np.uint8:
+            raise InvalidImage("embed_rgb8 takes HxWx3 uint8 pixels; embed takes float [3,H,W]")
+        checked_pixels(rgb8)
         if self.adds_levels:
             small = bands.downscale(rgb8, self.size, self.size)
             watermark = self.model(image=small[None], message=message.reshape(1, -1))["watermark"][0]
@@ -357,6 +383,9 @@ class Embedder:
     def embed(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
         """[3,H,W] in [0,1] + [nbits] 0/1 -> watermarked [3,H,W] in [0,1] (float; round with `to_uint8`)."""
         message = self._checked(message)
+        if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.floating):
+            raise InvalidImage("embed takes float [3,H,W] pixels in [0,1]; embed_rgb8 takes HxWx3 uint8")
+        checked_pixels(image)
         return blend(image, self.watermark(image, message), self.scaling_w, self.scaling_i, self.attenuation)
 
 
@@ -385,6 +414,7 @@ class Detector:
     def detect(self, image: np.ndarray | Image.Image) -> Detection:
         """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image; above BANDED_ABOVE_PIXELS read in row
         bands (memory of the decoded file and a few bands, runtime/bands.py)."""
+        checked_pixels(image)
         logits, detection_logit = self.logits(_resize_any(image, self.size, self.size))
         if self.tile_period and unsure(logits):
             comb = comb_of(image, self.tile_period, self.size, _resize_any)
