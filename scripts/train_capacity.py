@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -94,6 +95,10 @@ def _config(cls: type, recipe: dict, args: argparse.Namespace, prefix: str, fixe
     return cls(**values)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", default="compact64", help="card name or yaml path (default compact64)")
@@ -104,6 +109,8 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=25, help="a JSON line of batch stats every N steps")
     parser.add_argument("--only", choices=("curriculum", "robust"), help="run one stage only")
     parser.add_argument("--no-resume", action="store_true", help="start both stages afresh (overwrites last.pt)")
+    parser.add_argument("--robust-from", type=Path, help="start the robust stage from these weights (a .pth, its "
+                        "sha256 logged), not from the curriculum's best")  # fmt: skip
     _add_fields(parser, TrainConfig, "", ("card", "threads", "device"))
     _add_fields(parser, RobustConfig, "robust-", ("card", "threads", "device", "init"))
     args = parser.parse_args()
@@ -117,19 +124,24 @@ def main() -> None:
     placement = {"card": args.card, "threads": args.threads, "device": args.device}
     cfg = _config(TrainConfig, curriculum_recipe, args, "", placement)
     curriculum_best = root / "curriculum" / "best.pth"
-    robust_cfg = _config(RobustConfig, robust_recipe, args, "robust_", placement | {"init": str(curriculum_best)})
+    robust_start = args.robust_from or curriculum_best
+    robust_cfg = _config(RobustConfig, robust_recipe, args, "robust_", placement | {"init": str(robust_start)})
+    if args.robust_from and not args.robust_from.is_file():
+        parser.error(f"--robust-from: {args.robust_from} is not a file")
     root.mkdir(parents=True, exist_ok=True)
     print(json.dumps({"event": "start", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid(),
                       "argv": sys.argv[1:], "curriculum": dataclasses.asdict(cfg),
-                      "robust": dataclasses.asdict(robust_cfg)}), flush=True)  # fmt: skip
+                      "robust": dataclasses.asdict(robust_cfg),
+                      "robust_from_sha256": _sha256(robust_start) if robust_start.is_file() else None}),
+          flush=True)  # fmt: skip
 
     if args.only != "robust":
         summary = train(cfg, root / "curriculum", curriculum_best, resume=not args.no_resume, progress=False,
                         log_every=args.log_every)  # fmt: skip
         print(json.dumps({"event": "curriculum done", "best": summary["best"]}), flush=True)
     if args.only != "curriculum":
-        if not curriculum_best.is_file():
-            raise SystemExit(f"{curriculum_best} is missing: run the curriculum first")
+        if not robust_start.is_file():
+            raise SystemExit(f"{robust_start} is missing: run the curriculum first")
         summary = finetune_robust(robust_cfg, root / "robust", root / "robust" / "best.pth",
                                   resume=not args.no_resume, progress=False, log_every=args.log_every)  # fmt: skip
         print(json.dumps({"event": "robust done", "best": summary["best"]}), flush=True)

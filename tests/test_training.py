@@ -67,3 +67,31 @@ def test_robust_schedule_and_motion_drag():
     assert torch.nonzero(shift(dot, 0.02, 0.05)[0, 0] > 0.5).tolist() == [[52, 110]]
     with pytest.raises(SystemExit, match="--lr-schedule: 'linear' is not one of constant, cosine"):
         check_schedule(RobustConfig(lr_schedule="linear"))
+
+
+def test_canvas_attack_is_what_the_resync_reads():
+    """`canvas_read` (the `canvas` training attack) is the runtime's re-synchronisation reading at the true extent and
+    phase: the same pixels as resizing the crop with the runtime and putting it on `resync.canvas`, for every canvas
+    kind; and the phase it picks puts a tile corner of the marked image on the canvas grid."""
+    import numpy as np
+
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.runtime.image import resize_bilinear
+    from videoseal_tflite.runtime.resync import CANVASES, canvas
+    from videoseal_tflite.training.robust import canvas_read
+
+    card = load_card("compact64")
+    s, tile = card.img_size, card.tile_period
+    assert (s, tile) == (128, 16)
+    rng = np.random.default_rng(0)
+    marked = rng.random((3, 400, 600)).astype(np.float32)
+    top, left, ch, cw = 57, 101, 283, 424  # 50 % of the area, off the tile grid
+    crop = marked[:, top : top + ch, left : left + cw]
+    h, w = round(s * ch / 400), round(s * cw / 600)
+    oy, ox = round(-top / 400 * s) % tile, round(-left / 600 * s) % tile
+    assert (oy, ox) == (14, 10)  # the crop starts at processing px (18.2, 21.5): the tile corner at 32 lands here
+    for kind in CANVASES:
+        ours = canvas_read(torch.from_numpy(crop)[None], (ch / 400, cw / 600), (top / 400, left / 600), card, kind)
+        runtime = canvas(resize_bilinear(crop, h, w), ox, oy, kind, tile, s)
+        assert ours.shape == (1, 3, s, s)
+        np.testing.assert_allclose(ours[0].numpy(), runtime, atol=2e-6)

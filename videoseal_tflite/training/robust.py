@@ -25,6 +25,7 @@ Deterministic per seed and device; resumable from `last.pt`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -43,6 +44,7 @@ from tqdm import tqdm
 
 from videoseal_tflite.build.cards import Card, load_card
 from videoseal_tflite.build.images import CALIB_BUNDLED, TRAIN_PROCEDURAL_SEEDS, bundled_image, procedural_image
+from videoseal_tflite.runtime.resync import CANVASES, CanvasKind, canvas
 from videoseal_tflite.store.atomic import atomic_path
 from videoseal_tflite.training.curriculum import export_weights, rng_state, round_ste, set_rng_state
 
@@ -162,6 +164,43 @@ def _crop(x: torch.Tensor, d: Draw) -> torch.Tensor:
     return x[..., top : top + ch, left : left + cw]
 
 
+def canvas_read(
+    crop: torch.Tensor, extent: tuple[float, float], offset: tuple[float, float], card: Card, kind: CanvasKind
+) -> torch.Tensor:
+    """What `detect`'s re-synchronisation reads from a crop when it has found the crop's extent and phase
+    (runtime/resync.py, steps 2-3): the crop resized to (c_y S, c_x S), so the tile is `tile_period` px again, and
+    put on an S x S canvas of `kind` with a tile corner on the canvas grid. `offset`: the crop's top-left corner in
+    the marked image, as a fraction of its (height, width). The canvas is `resync.canvas` itself, applied to a map of
+    pixel indices, so the reading is differentiable and the runtime's, pixel for pixel."""
+    s, tile = card.img_size, card.tile_period or 1
+    h, w = max(2 * tile, round(s * extent[0])), max(2 * tile, round(s * extent[1]))
+    planes = interpolate(crop, (h, w))
+    oy, ox = (round(-offset[0] * s) % tile, round(-offset[1] * s) % tile)
+    index = canvas(np.arange(h * w).reshape(1, h, w), ox, oy, kind, tile, s)[0]
+    flat = torch.from_numpy(index.reshape(-1)).to(crop.device)
+    return planes.flatten(-2)[..., flat].reshape(*planes.shape[:-2], s, s)
+
+
+def _canvas(x: torch.Tensor, d: Draw) -> torch.Tensor:
+    """A crop of 1 - strength x (1 - min_crop_area) x U of the area, at a random place, read as the
+    re-synchronisation reads it when it finds the extent (within 1 %) and phase: `canvas_read` on one of the
+    search's canvases. Returns S x S."""
+    h, w = x.shape[-2:]
+    area = 1 - d.strength * (1 - d.cfg.min_crop_area) * d.rng.random()
+    ch, cw = max(16, int(h * math.sqrt(area))), max(16, int(w * math.sqrt(area)))
+    top, left = int(d.rng.integers(0, h - ch + 1)), int(d.rng.integers(0, w - cw + 1))
+    jitter = 1 + d.rng.uniform(-0.01, 0.01, 2)
+    kind = CANVASES[int(d.rng.integers(len(CANVASES)))]
+    card = _card(d.cfg.card)
+    extent = (ch / h * jitter[0], cw / w * jitter[1])
+    return canvas_read(x[..., top : top + ch, left : left + cw], extent, (top / h, left / w), card, kind)
+
+
+@functools.lru_cache(maxsize=4)
+def _card(name: str) -> Card:
+    return load_card(name)
+
+
 def _contrast(x: torch.Tensor, d: Draw) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * (1 + d.strength * d.rng.uniform(-0.3, 0.4)) + mean).clamp(0, 1)
@@ -186,6 +225,7 @@ TRAINING_ATTACKS: dict[str, Callable[[torch.Tensor, Draw], torch.Tensor]] = {
     "jpeg": lambda x, d: jpeg_ste(x, d.quality),
     "resize": _resize,
     "crop": _crop,
+    "canvas": _canvas,  # a crop as the re-synchronisation reads it (S x S)
     # stand-in for H.264: 4:2:0 chroma, then block-DCT quantization (JPEG) at CRF-like strength
     "h264": lambda x, d: jpeg_ste(chroma_420(x), d.quality),
     "h264_motion": _h264_motion,
@@ -308,18 +348,35 @@ def _centre_crop(y: torch.Tensor, area: float) -> torch.Tensor:
     return y[..., (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
 
 
+def _centre_canvas(y: torch.Tensor, card: Card) -> torch.Tensor:
+    """The 50 % centre crop as the re-synchronisation reads it at the true extent and phase (first canvas)."""
+    if not card.tile_period:
+        return _centre_crop(y, 0.5)
+    h, w = y.shape[-2:]
+    ch, cw = int(h * math.sqrt(0.5)), int(w * math.sqrt(0.5))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return canvas_read(y[..., top : top + ch, left : left + cw], (ch / h, cw / w), (top / h, left / w), card,
+                       CANVASES[0])  # fmt: skip
+
+
 @torch.no_grad()
 def validate_robust(
-    model: torch.nn.Module, card: Card, images: list[np.ndarray], device: str, with_crop: bool = True
+    model: torch.nn.Module,
+    card: Card,
+    images: list[np.ndarray],
+    device: str,
+    with_crop: bool = True,
+    with_canvas: bool = False,
 ) -> dict[str, float]:
     """Bit accuracy per attack (fixed strengths: JPEG 50/80, resize 0.5, crop 50 % area, H.264 stand-in) and PSNR,
-    and a 90 %-area crop (`crop90`, a 1.05x rescale of the mark) that shows whether a crop curriculum gets anywhere.
+    and a 90 %-area crop (`crop90`, a 1.05x rescale of the mark) that shows whether a crop curriculum gets anywhere;
+    `canvas50`: the 50 % crop as the re-synchronisation reads it at the true extent and phase (`canvas_read`).
 
     `score` is the mean of clean, JPEG 80/50, resize and H.264, with the 50 % crop only `with_crop` (a run that does
-    not train for crops is not chosen on it); `crop90` is never scored."""
+    not train for crops is not chosen on it), `canvas50` only `with_canvas`; `crop90` is never scored."""
     model.eval()
     rng = np.random.default_rng(0)
-    keys = ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "crop90", "h264", "psnr")
+    keys = ("clean", "jpeg80", "jpeg50", "resize0.5", "crop50", "crop90", "canvas50", "h264", "psnr")
     sums: dict[str, list[float]] = {k: [] for k in keys}
     for i, img in enumerate(images):
         x = torch.from_numpy(img)[None].to(device)
@@ -332,6 +389,7 @@ def validate_robust(
             "resize0.5": interpolate(y, (y.shape[-2] // 2, y.shape[-1] // 2)),
             "crop50": _centre_crop(y, 0.5),
             "crop90": _centre_crop(y, 0.9),
+            "canvas50": _centre_canvas(y, card),
             "h264": jpeg_ste(chroma_420(y), 70),
         }
         for name, img_a in attacked.items():
@@ -340,6 +398,7 @@ def validate_robust(
     model.train()
     out = {k: float(np.mean(v)) for k, v in sums.items()}
     scored = ("clean", "jpeg80", "jpeg50", "resize0.5") + (("crop50",) if with_crop else ()) + ("h264",)
+    scored += ("canvas50",) if with_canvas else ()
     out["score"] = float(np.mean([out[k] for k in scored]))
     return out
 
@@ -453,6 +512,7 @@ def finetune_robust(
     attacks = attack_names(cfg)
     check_schedule(cfg)
     with_crop = "crop" in attacks  # the validation score counts the crop only for runs that train for it
+    with_canvas = "canvas" in attacks
     workdir.mkdir(parents=True, exist_ok=True)
     card, rng, model, (opt_e, opt_d) = _seeded_start(cfg)
     data, val = FullResData(cfg.procedural_pool, cfg.seed, cfg.device), validation_set()
@@ -461,7 +521,7 @@ def finetune_robust(
     if resume and last.is_file():
         step, best, history = _restore(last, cfg, model, opt_e, opt_d, rng)
     if step == 0:
-        history.append({"step": 0, **validate_robust(model, card, val, cfg.device, with_crop)})
+        history.append({"step": 0, **validate_robust(model, card, val, cfg.device, with_crop, with_canvas)})
     bar = tqdm(total=cfg.steps, initial=step, desc="robust compact", disable=not progress, dynamic_ncols=True)
     start, end = time.perf_counter(), min(cfg.steps, stop_after or cfg.steps)
     while step < end:
@@ -477,7 +537,7 @@ def finetune_robust(
         if out_of_time:
             end = step
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-            metrics = {"step": step, **validate_robust(model, card, val, cfg.device, with_crop)}
+            metrics = {"step": step, **validate_robust(model, card, val, cfg.device, with_crop, with_canvas)}
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
             better = metrics["score"] > best["score"] or (cfg.later_wins_ties and metrics["score"] == best["score"])
