@@ -280,8 +280,10 @@ const write = (name, a) => fs.writeFileSync(name, Buffer.from(a.buffer, a.byteOf
 
 
 def test_js_8bit_downscale_and_add_match_the_python_runtime(tmp_path):
-    """The page's 8-bit path (downscaleRgba, addLevels) against bands.downscale and bands.add_upscaled: bit for
-    bit, on a photo, for each pass order (both passes, vertical only, horizontal only) and a 1-channel watermark."""
+    """The page's 8-bit path (downscaleRgba, addLevels: Pillow's resize, summed in double) against bands.downscale and
+    bands.add_upscaled (the same coefficients as float32 matrix products): within a few float32 ulps, and within one
+    level on <= 0.01 % of the values, on a photo, for each pass order (both passes, vertical only, horizontal only)
+    and a 1-channel watermark."""
     import skimage.data
 
     from videoseal_tflite.runtime import bands
@@ -306,11 +308,12 @@ const write = (name, a) => fs.writeFileSync(name, Buffer.from(a.buffer, a.byteOf
     )
     for h, ww in sizes:
         got = np.fromfile(tmp_path / f"d{h}x{ww}.bin", dtype=np.float32).reshape(3, h, ww)
-        np.testing.assert_array_equal(got, bands.downscale(rgb, h, ww))
+        np.testing.assert_allclose(got, bands.downscale(rgb, h, ww), rtol=0, atol=5e-7)
     for name, planes in (("add3", w), ("add1", w[:1])):
         got = np.fromfile(tmp_path / f"{name}.bin", dtype=np.uint8).reshape(300, 451, 4)
         expected = bands.add_upscaled(rgb, np.float32(255 * 0.02) * planes)
-        np.testing.assert_array_equal(got[..., :3], expected)
+        diff = np.abs(got[..., :3].astype(int) - expected)
+        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-4, (name, diff.max(), (diff > 0).mean())
         assert (got[..., 3] == 200).all()
         assert (got[..., :3] != rgb).mean() > 0.5  # the delta was added (a no-op would also match a no-op)
 

@@ -3,7 +3,7 @@
 //
 // embed(image HxW, message):
 //   1-2. x_s = the 8-bit image resized to S x S in [0,1]: Pillow BILINEAR (antialiased) on the levels 0..255,
-//        horizontal pass, then / 255, then the vertical pass (the Python runtime's bands.downscale)   downscaleRgba
+//        horizontal pass, then / 255, then the vertical pass (bands.downscale, within 4 float32 ulps)  downscaleRgba
 //   3. w = embedder.tflite(x_s, message)   tanh output, C = 3 (RGB) or 1 (Y)        runEmbedder
 //   then, for cards that add the watermark to the image as is (no JND, scaling_i 1: bands.add_upscaled):
 //   4. y = clip(image + round(resize(255 * scaling_w * w, H x W)), 0, 255) in 8-bit levels        addLevels
@@ -159,7 +159,8 @@ export function resizeBilinear(planes, channels, height, width, outH, outW) {
 const INV255 = f32(1 / 255); // numpy's np.float32(1 / 255)
 
 /**
- * Steps 1-2 as the Python runtime does them from 8-bit pixels (bands.downscale): RGBA bytes [H,W,4] ->
+ * Steps 1-2 from 8-bit pixels, Pillow's passes (bands.downscale multiplies the same coefficients in float32: within
+ * four float32 ulps of this): RGBA bytes [H,W,4] ->
  * [3,outH,outW] Float32Array in [0,1]. The horizontal pass runs on the levels 0..255 and is scaled by 1/255 after
  * it; with no horizontal pass, the levels are scaled first (v / 255). Either way, then the vertical pass.
  */
@@ -179,7 +180,7 @@ export function downscaleRgba(data, height, width, outH, outW) {
 }
 
 const BAND_ROWS = 256; // bands.BAND_ROWS: add_upscaled resizes each band of rows from its own box
-const OFFSET = 128; // bands._OFFSET: the delta is held offset by it in an 8-bit plane
+const OFFSET = 128; // the delta is held offset by it in an 8-bit plane (Pillow's float-to-8-bit conversion)
 export const MAX_DELTA = OFFSET - 1; // bands.MAX_DELTA: the largest |delta| in levels that form holds
 
 /** Does this card add its watermark to the image as is (no JND, scaling_i 1), i.e. in 8-bit levels? */

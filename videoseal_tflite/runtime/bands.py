@@ -4,26 +4,33 @@
 (1.2 GB at 100 MP), and the watermark upsampled to full size as much again. Pillow's antialiased bilinear resize
 is two separable passes, horizontal then vertical, each in float32 for mode "F" images, so both can run on bands:
 
-  downscale (H x W uint8 -> S x S float): each band of rows is converted to float and resized horizontally on its
-      own (rows are independent), the bands are stacked into an H x S image and resized vertically once. The
-      result is bit for bit Pillow's resize of the whole float image.
-  upscale (S x S float -> H x W, the watermark): the horizontal pass makes S x W rows (small); the vertical pass
-      computes each band of output rows from the two or three source rows it needs, with Pillow's own
-      coefficients (`_coefficients`, its `precompute_coeffs`) summed in double as Pillow does: bit for bit again.
+  downscale (H x W uint8 -> S x S float, `downscale`): Pillow's coefficients (`_coefficients`, its
+      `precompute_coeffs`) as small dense float32 matrices (`_plan`): the vertical pass first, each block of 16
+      rows converted to float as it is multiplied, then the horizontal pass on the S rows. BLAS sums in float32
+      where Pillow sums in double: within four float32 ulps of Pillow's resize of the whole float image, and 3x
+      faster than Pillow's own passes (no float conversion of whole rows, products instead of per-pixel loops).
+  the watermark added in 8-bit levels (`add_upscaled`): the horizontal pass once (S x W rows), the vertical pass
+      per block of 16 output rows (each reads two or three source rows), rounded and added in int16 while the
+      block is in cache.
+  upscale (S x S float -> H x W float rows, `Upscale`, the float path of attenuating cards): the vertical pass per
+      band from the two or three source rows each output row needs, summed in double as Pillow does: bit for bit.
 
 Bands run on a thread pool (Pillow and numpy let go of the GIL), so the work also spreads over the cores.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image
 
+BLOCK_ROWS = 16  # rows (or output rows) per matrix product in a band: see `_plan`
+COLUMN_BLOCK = 128  # columns per product of the horizontal pass
 BAND_ROWS = 256  # rows per band: 256 x 10,000 px x 3 x 4 bytes = 30 MB of float per band in flight
 THREADS = 2
 _BILINEAR = Image.Resampling.BILINEAR
@@ -66,53 +73,88 @@ def rows_rgb8(image: np.ndarray | Image.Image, start: int, stop: int) -> np.ndar
 
 def downscale(rgb8: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
     """HxWx3 uint8 (or a Pillow RGB image) -> [3,height,width] float32: `resize_bilinear(to_rgb_float(rgb8),
-    height, width)` without the full-size float copy. Pillow does the horizontal pass first for most shapes, and
-    then this is bit for bit the same; where it starts with the vertical pass (some tall or very wide shapes) the
-    two differ by at most one float32 ulp."""
+    height, width)` without the full-size float copy, as products of Pillow's coefficient matrices (`_plan`):
+    the vertical pass on the 8-bit levels, one block of BLOCK_ROWS rows at a time (converted to float32 as it is
+    used), then the horizontal pass on the S rows, then the scale to [0,1]. Summed in float32 by BLAS where Pillow
+    sums in double: within a few float32 ulps of Pillow's resize (tests/test_bands.py)."""
     full_h, full_w = size_of(rgb8)
 
-    def horizontal(span: tuple[int, int]) -> np.ndarray:
-        rows = rows_rgb8(rgb8, *span)
-        if full_w == width:
-            return as_float_planes(rows)
-        # in Pillow from the uint8 band to the float resize (no numpy pass over the full-size pixels); the scale to
-        # [0,1] comes after, on the narrow rows: within one float32 ulp of scaling first
-        planes = Image.fromarray(np.ascontiguousarray(rows)).split()
-        narrow = [np.asarray(p.convert("F").resize((width, span[1] - span[0]), _BILINEAR)) for p in planes]
-        return np.stack(narrow) * np.float32(1 / 255)
+    def vertical(span: tuple[int, int]) -> tuple[int, np.ndarray]:
+        rows = rows_rgb8(rgb8, *span).reshape(span[1] - span[0], full_w * 3)
+        if full_h == height:
+            return span[0], rows.astype(np.float32)
+        blocks = [b for b in _plan(full_h, height, "in") if span[0] <= b.start < span[1]]
+        if not blocks:
+            return 0, np.zeros((0, full_w * 3), np.float32)
+        first = blocks[0].out_start
+        part = np.zeros((blocks[-1].out_stop - first, full_w * 3), np.float32)
+        for b in blocks:
+            levels = rows[b.start - span[0] : b.stop - span[0]].astype(np.float32)
+            _product(b.matrix, levels, part[b.out_start - first : b.out_stop - first], add=True)
+        return first, part
 
-    narrow = np.concatenate(list(_pool().map(horizontal, bands(full_h))), axis=1)  # [3, H, width]
-    if full_h == height:
-        return narrow
-    return np.stack(list(_pool().map(lambda p: _resize_plane(p, width, height), narrow)))
+    tall = np.zeros((height, full_w * 3), np.float32)  # [height, W x 3]: the vertical pass, channels interleaved
+    # an array is only read, so it is split evenly over the pool; a Pillow image is cropped band by band (copies)
+    rows = BAND_ROWS if isinstance(rgb8, Image.Image) else -(-full_h // (THREADS * BLOCK_ROWS)) * BLOCK_ROWS
+    for first, part in _pool().map(vertical, bands(full_h, rows)):
+        tall[first : first + part.shape[0]] += part
+    columns = np.ascontiguousarray(tall.reshape(height, full_w, 3).transpose(1, 2, 0)).reshape(full_w, 3 * height)
+    narrow = _horizontal_t(columns, width) * np.float32(1 / 255)  # [width, 3 x height]
+    return np.ascontiguousarray(narrow.reshape(width, 3, height).transpose(1, 2, 0))
 
 
-# the float delta is stored offset by this in an 8-bit plane: Pillow's float-to-8-bit conversion truncates, so
-# + 0.5 rounds (half up), and the 8-bit sum `ImageChops.add(image, delta, 1.0, -OFFSET)` clips to 0..255
-_OFFSET = 128
-MAX_DELTA = _OFFSET - 1  # the largest |delta| in levels this form holds
+def _horizontal_t(columns: np.ndarray, width: int) -> np.ndarray:
+    """Pillow's horizontal pass on rows given as columns, [w, n] float32 -> [width, n], as products of its
+    coefficients by blocks of columns (the transposed layout makes each block's product whole rows of the result)."""
+    if columns.shape[0] == width:
+        return columns
+    if columns.shape[0] > width:  # blocks of the larger side, so that most of each block is non-zero
+        out = np.zeros((width, columns.shape[1]), np.float32)
+        for b in _plan(columns.shape[0], width, "in", COLUMN_BLOCK):
+            _product(b.matrix, columns[b.start : b.stop], out[b.out_start : b.out_stop], add=True)
+        return out
+    out = np.empty((width, columns.shape[1]), np.float32)  # output blocks: disjoint, together every output
+    for b in _plan(columns.shape[0], width, "out", COLUMN_BLOCK):
+        _product(b.matrix, columns[b.start : b.stop], out[b.out_start : b.out_stop])
+    return out
+
+
+# the largest |delta| in levels `embed_rgb8` adds this way: what the page's 8-bit form (web/, `addLevels`: the delta
+# offset by 128 in a byte) holds, so that the page and the runtime take the same path
+MAX_DELTA = 127
 
 
 def add_upscaled(rgb8: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 + the small [C,S,S] float delta in 8-bit levels (C = 3, or 1 for every colour) ->
-    clip(rgb8 + round(resize_bilinear(delta, H, W)), 0, 255) as HxWx3 uint8, one band of rows at a time, in Pillow
-    (resize, round, add: no float copy of the full-size image). Each band resizes its `box` of the source: Pillow
-    takes the box in float32, so a band's coefficients can differ from the whole resize's in the last bit (a level
-    on a few values in a million; web/videoseal_tflite.js `addLevels` does the same, bit for bit).
-    |delta| must be at most MAX_DELTA."""
+    clip(rgb8 + round(resize_bilinear(delta, H, W)), 0, 255) as HxWx3 uint8, one band of rows at a time (no float
+    copy of the full-size image): the horizontal pass once (S x W), the vertical pass per block of BLOCK_ROWS output
+    rows as a product with Pillow's coefficients, added to the pixels, clipped and rounded to levels, in float32
+    while the block is in cache. Summed in float32 where Pillow sums in double: a level apart from Pillow's resize
+    on a few values in a million (a sum on a rounding boundary; tests/test_bands.py)."""
     height, width = rgb8.shape[:2]
-    small_h, small_w = delta.shape[1:]
-    planes = [Image.fromarray(np.ascontiguousarray(d + (_OFFSET + 0.5), dtype=np.float32), "F") for d in delta]
+    channels, small_h, small_w = delta.shape
+    columns = np.ascontiguousarray(delta.transpose(2, 0, 1), np.float32).reshape(small_w, channels * small_h)
+    wide_t = _horizontal_t(columns, width).reshape(width, channels, small_h)  # [x, c, y]
+    wide = np.broadcast_to(wide_t.transpose(2, 0, 1), (small_h, width, 3))  # [y, x, c], one channel used thrice
+    # channels interleaved, as the pixels; + 0.5 here is + 0.5 in every upsampled value (Pillow's weights sum to 1)
+    wide = (np.ascontiguousarray(wide) + np.float32(0.5)).reshape(small_h, width * 3)
+    plan = _plan(small_h, height, "out")
+    out = np.empty(rgb8.shape, np.uint8)  # C order whatever the input's: each band's rows are then a view of it
 
     def band(start: int, stop: int) -> np.ndarray:
-        box = (0, start * small_h / height, small_w, stop * small_h / height)
-        levels = [p.resize((width, stop - start), _BILINEAR, box=box).convert("L") for p in planes]
-        merged = Image.merge("RGB", levels * 3 if len(levels) == 1 else levels)
-        return np.asarray(ImageChops.add(Image.fromarray(rgb8[start:stop]), merged, 1.0, -_OFFSET))
+        target = out[start:stop].reshape(stop - start, width * 3)
+        pixels = rgb8[start:stop].reshape(stop - start, width * 3)
+        for b in plan[start // BLOCK_ROWS : -(-stop // BLOCK_ROWS)]:  # a block at a time: its arrays stay in cache
+            lo, hi = b.out_start - start, b.out_stop - start
+            up = np.empty((hi - lo, width * 3), np.float32)
+            _product(b.matrix, wide[b.start : b.stop], up)  # delta + 0.5
+            up += pixels[lo:hi]
+            np.clip(up, 0, 255, out=up)
+            target[lo:hi] = up  # the conversion truncates: floor(pixel + delta + 0.5), the delta rounded half up
+        return target
 
-    out = np.empty_like(rgb8)
-    for start, rows in map_bands(band, height):
-        out[start : start + rows.shape[0]] = rows
+    for _ in map_bands(band, height):  # each band writes its rows of `out`
+        pass
     return out
 
 
@@ -140,6 +182,61 @@ def _coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         first[out] = lo
         weights[out, :hi] = [w / total for w in k] if total != 0.0 else k
     return first, weights
+
+
+# OpenBLAS (numpy's BLAS) runs a product of m x k by k x n on the calling thread when m * n * k <= 4 * 65536 (its
+# GEMM_MULTITHREAD_THRESHOLD x SMP_THRESHOLD_MIN); above, it wakes its own threads, which only contend with the band
+# pool's (and spin while they wait: on a busy machine the downscale took 4x longer). `_product` keeps under it
+_SINGLE_THREAD_MNK = 4 * 65536
+
+
+def _product(matrix: np.ndarray, x: np.ndarray, out: np.ndarray, add: bool = False) -> None:
+    """out (+)= matrix @ x for a small matrix and a wide x, by chunks of x's columns small enough for BLAS to stay on
+    the calling thread (`_SINGLE_THREAD_MNK`)."""
+    step = max(64, _SINGLE_THREAD_MNK // max(1, matrix.shape[0] * matrix.shape[1]))
+    for lo in range(0, x.shape[1], step):
+        if add:
+            out[:, lo : lo + step] += matrix @ x[:, lo : lo + step]
+        else:
+            np.matmul(matrix, x[:, lo : lo + step], out=out[:, lo : lo + step])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """One product of a resize: outputs out_start..out_stop = matrix @ inputs start..stop."""
+
+    start: int
+    stop: int
+    out_start: int
+    out_stop: int
+    matrix: np.ndarray  # [out_stop - out_start, stop - start] float32, Pillow's coefficients
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(in_size: int, out_size: int, by: Literal["in", "out"], block: int = BLOCK_ROWS) -> list[_Block]:
+    """Pillow's resize from in_size to out_size (`_coefficients`) as a list of small dense products: by blocks of
+    `block` inputs (each with the outputs they reach) or of `block` outputs (each with the inputs it reads). Dense
+    blocks of a banded matrix: small enough that most of each block is non-zero, big enough for BLAS."""
+    first, weights = _coefficients(in_size, out_size)
+    taps = np.minimum(weights.shape[1], in_size - first)
+    stop = first + np.array([np.flatnonzero(w[:t]).max(initial=-1) + 1 for w, t in zip(weights, taps)])
+    blocks = []
+    for lo in range(0, in_size if by == "in" else out_size, block):
+        if by == "in":
+            a, b = lo, min(lo + block, in_size)
+            oa, ob = int(np.searchsorted(stop, a, "right")), int(np.searchsorted(first, b, "left"))
+        else:
+            oa, ob = lo, min(lo + block, out_size)
+            a, b = int(first[oa:ob].min()), int(stop[oa:ob].max())
+        if ob <= oa:
+            continue
+        matrix = np.zeros((ob - oa, b - a), np.float64)
+        for o in range(oa, ob):
+            s, e = max(first[o], a), min(stop[o], b)
+            if s < e:
+                matrix[o - oa, s - a : e - a] = weights[o, s - first[o] : e - first[o]]
+        blocks.append(_Block(a, b, oa, ob, matrix.astype(np.float32)))
+    return blocks
 
 
 class Upscale:
