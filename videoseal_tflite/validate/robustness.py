@@ -41,6 +41,17 @@ HELDOUT_MINIMUM = {
     "h264_crf23": 0.95,
 }
 HELDOUT_MIN_PSNR_DB = 38.0
+# issue #26's "minimum to resolve" row for a card that decides: the share of marked samples decided at
+# verdict.DEFAULT_FPR after each attack (the H.264 rows on 720p clips), PSNR floor as above
+DECIDED_MINIMUM = {
+    "clean": 0.99,
+    "jpeg_80": 0.95,
+    "jpeg_50": 0.90,
+    "resize_0.5": 0.95,
+    "crop_50pct_area": 0.80,
+    "h264_crf23": 0.95,
+    "h264_crf30": 0.80,
+}
 
 
 @dataclasses.dataclass(frozen=True)
