@@ -60,6 +60,8 @@ def main() -> None:
     print(markdown_row(f"{args.card} {args.variant} bit accuracy", result, attacks))
     print(markdown_row(f"decided at FPR {result.fpr:g}", result, attacks, "decided"))
     print(markdown_row("every bit right", result, attacks, "exact"))
+    if result.payload is not None:
+        print(markdown_row("payload read back", result, attacks, "payload"))
     minimums = {"bit_accuracy": ("issue #13 minimum (bit accuracy)", HELDOUT_MINIMUM),
                 "decided": ("issue #26 minimum (decided)", DECIDED_MINIMUM)}  # fmt: skip
     missed: dict[str, list[str]] = {}

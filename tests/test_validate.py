@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -218,7 +219,6 @@ def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
 
 @pytest.mark.fast
 def test_attack_functions():
-    import numpy as np
 
     from videoseal_tflite.validate.attacks import (
         ATTACKS,
@@ -282,7 +282,9 @@ def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
     images.mkdir()
     for name in ("astronaut", "coffee"):
         Image.fromarray(to_uint8(fullres_photo(name).pixels)).save(images / f"{name}.png")
-    report = validate_card(card_dir, images, messages_per_image=2, progress=False, latency_repeats=2, attacks=True)
+    report = validate_card(
+        card_dir, images, messages_per_image=2, progress=False, latency_repeats=2, attacks=True, unmarked=4
+    )
     loaded = [r for r in report["records"] if r["loads"]]
     assert report["attacks"] == ["jpeg_80", "jpeg_50", "resize_0.5", "crop_50pct_area", "h264_crf23", "h264_crf30"]
     assert len(loaded) == 4 and all(list(r["attacks"]) == report["attacks"] for r in loaded)
@@ -302,6 +304,10 @@ def test_attacks_at_full_resolution_per_variant(compact_artifacts, tmp_path):
     assert all(r["fullres"]["decided"] == 0.0 and set(r["attacks_decided"].values()) == {0.0} for r in loaded)
     assert "Share of marked samples decided at FPR 1e-06" in markdown
     assert "A 16-bit message can never reach FPR 1e-06 (its best is 1.5e-05)." in markdown
+    # --unmarked: the FP32 detector's false positives, in the report and its table
+    assert report["false_positives"]["images"] == 4 and report["false_positives"]["detector"].endswith("fp32.tflite")
+    assert "False positives: 4 unmarked images" in markdown
+    assert "| its own random message | 0 of 4 | 0 of 4 |" in markdown
 
 
 # ---- the image set streams; workers do not change the numbers (issue #15) ---------------------------------------
@@ -348,3 +354,101 @@ def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
     for name, record in one["records"].items():
         assert record["bit_accuracy"] is not None and record["fullres"]["samples"] == 20, name
     print({name: (r["bit_accuracy"], r["fullres"]["bit_accuracy"]) for name, r in one["records"].items()})
+
+
+# ---- false positives on unmarked images (issue #26) ---------------------------------------------------------------
+
+
+def test_false_positives_are_counted_and_a_biased_detector_is_caught(default_fp32):
+    """The default card's FP32 detector on 8 unmarked images (3 re-synchronised or more, their readings counted):
+    none decided at FPR 1e-3 against its own random message or the readings' majority, and the p-values are never
+    smaller than uniform (one-sided KS). A detector that reads the same bits from every image is decided against
+    the majority message on every image: what that row exists to catch."""
+    from videoseal_tflite.runtime.image import Detection, Detector
+    from videoseal_tflite.validate.false_positives import false_positives, unmarked_image
+
+    shapes = {unmarked_image(i).shape for i in range(8)}
+    assert len(shapes) == 8 and all(64 <= min(s[:2]) and max(s[:2]) <= 1024 and s[2] == 3 for s in shapes)
+    assert (unmarked_image(3) == unmarked_image(3)).all()  # seeded: the same set on every run
+    detector = Detector(default_fp32["detector"])
+    real = false_positives(detector, 8)
+    print("false positives, 8 unmarked images:", real)
+    assert real.random_message == {"1e-06": 0, "1e-03": 0} and real.fixed_message == {"1e-06": 0, "1e-03": 0}
+    assert real.ks_passed and real.searched >= 3 and real.mean_hypotheses > 1 and real.payload is None
+
+    class Stuck:  # reads 0110... whatever the image
+        nbits, model = detector.nbits, detector.model
+
+        def detect(self, image):
+            logits = np.where(np.arange(self.nbits) % 3 == 0, 4.0, -4.0).astype(np.float32)
+            return Detection(logits, logits > 0, 0.0)
+
+    biased = false_positives(Stuck(), 8)
+    assert biased.fixed_message == {"1e-06": 0, "1e-03": 8}  # 16 of 16 bits: p 1.5e-5, decided at 1e-3
+    assert biased.random_message["1e-03"] <= 1 and biased.fixed_message_bits == "1001001001001001"
+
+
+@pytest.mark.fast
+def test_tradeoff_plot_shows_what_differs_between_variants(tmp_path):
+    """Clean bit accuracy is 100 % for every file of a trained card, so the plot shows the decided share after the
+    attack the FP32 files find hardest; for a 16-bit card (nothing is ever decided at 1e-6) the bit accuracy after
+    it; for random-init weights the agreement with PyTorch. The y axis spans the values, not 0-100.6."""
+    from videoseal_tflite.validate.render import _value_limits, plotted_metric, tradeoff_plot
+
+    def record(part, variant, crop, jpeg):
+        return {"part": part, "variant": variant, "bytes": 4e6 if variant == "fp32" else 1e6, "bit_accuracy": 1.0,
+                "latency_ms_median": 1.0, "attacks": {"jpeg_50": jpeg, "crop_50pct_area": crop},
+                "attacks_decided": {"jpeg_50": jpeg - 0.05, "crop_50pct_area": crop - 0.3}}  # fmt: skip
+
+    records = [record(p, v, c, j) for p in ("embedder", "detector") for v, c, j in (("fp32", 0.9, 0.95),
+               ("int8", 0.8, 0.97))]  # fmt: skip
+    report = {"card": "c64", "nbits": 64, "weights": "package", "records": records,
+              "pytorch_reference": {"bit_accuracy": 1.0}}  # fmt: skip
+    metric = plotted_metric(report)
+    assert (metric.key, metric.attack) == ("attacks_decided", "crop_50pct_area")
+    assert "decided at FPR 1e-06 after crop_50pct_area" in metric.label
+    assert [round(metric.value(r), 2) for r in records[:2]] == [0.6, 0.5]
+    sixteen = plotted_metric(report | {"nbits": 16})
+    assert (sixteen.key, sixteen.attack, sixteen.value(records[1])) == ("attacks", "crop_50pct_area", 0.8)
+    assert plotted_metric(report | {"weights": "random-init"}).key == "bit_agreement_vs_pytorch"
+    clean = [{k: v for k, v in r.items() if not k.startswith("attacks")} for r in records]
+    assert plotted_metric(report | {"records": clean}).key == "bit_accuracy"
+    low, high = _value_limits([50.0, 60.0])
+    assert 40 < low < 50 and 60 < high < 70
+    tradeoff_plot(report, tmp_path / "tradeoff.png")
+    assert Image.open(tmp_path / "tradeoff.png").size[0] >= 800
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(("flips", "payload_read"), [(0, 1.0), (3, 1.0), (5, 0.0)])
+def test_payload_rate_counts_data_read_back_through_the_code(tmp_path, flips, payload_read):
+    """For a card that declares a payload code, the samples are codewords of random data and the table counts the
+    payloads `detect` decodes back to that data: every one through up to t = 4 flipped bits (where no sample has
+    every bit right), none past it. A stand-in pair writes the bits into the first pixels of the saved PNG."""
+    from videoseal_tflite.build.images import procedural_image
+    from videoseal_tflite.runtime.image import Detection
+    from videoseal_tflite.validate.robustness import evaluate
+
+    meta = {"nbits": 64, "payload_code": {"m": 7, "t": 4}}
+
+    class Marker:
+        nbits = 64
+
+        def embed(self, image, message):
+            out = image.copy()
+            out[:, 0, :64] = message  # 0 or 1: exact through 8 bits and PNG
+            return out
+
+    class Reader:
+        nbits, model = 64, type("Model", (), {"meta": meta})()
+
+        def detect(self, image):
+            bits = image[0, 0, :64] > 0.5
+            bits[:flips] = ~bits[:flips]
+            logits = np.where(bits, 4.0, -4.0).astype(np.float32)
+            return Detection(logits, bits, 0.0)
+
+    images = [procedural_image(seed, 96) for seed in (1, 2)]
+    result = evaluate(Marker(), Reader(), images, messages_per_image=2, attacks=("clean",))
+    assert result.payload == {"clean": payload_read}
+    assert result.exact == {"clean": 1.0 if flips == 0 else 0.0}

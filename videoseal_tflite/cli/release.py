@@ -34,6 +34,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             attacks=args.attacks,
             fullres=not args.no_fullres,
             workers=args.workers,
+            unmarked=args.unmarked,
         )
         written = write_report(report, card_dir)
         reports.append(report)
@@ -122,6 +123,13 @@ def _add_validate(sub) -> None:
         action="store_true",
         help="also bit accuracy at full resolution on the saved image under JPEG 80/50, 0.5x resize, "
         "50%%-area crop read as is, H.264 CRF 23/30 (a clip of the image)",
+    )
+    validate.add_argument(
+        "--unmarked",
+        type=bounded(int, 0),
+        default=0,
+        metavar="N",
+        help="also read N unmarked images with the FP32 detector and count the false positives (make validate: 2000)",
     )
     validate.add_argument(
         "--no-fullres", action="store_true", help="skip the full-resolution pass (processing-size numbers only; faster)"

@@ -12,6 +12,7 @@ import torch
 
 from videoseal_tflite.runtime.image import blend, round_8bit
 from videoseal_tflite.runtime.image_io import NamedImage
+from videoseal_tflite.runtime.payload import PayloadCode
 from videoseal_tflite.validate.robustness import evaluate_samples, psnr_db, sample_messages
 
 
@@ -105,7 +106,8 @@ def chunk_fullres(models, job, images: list[NamedImage], slots: list[int]) -> di
     """A chunk at full resolution through the runtime (`robustness.evaluate_samples`): every file with the FP32
     file of the other part; the attacks of `job.attacks`."""
     mpi = job.messages_per_image
-    msgs = sample_messages(job.source.slots * mpi, models.loaded.card.nbits)
+    code = PayloadCode.from_meta(models.runtime[("detector", "fp32")].model.meta)
+    msgs = sample_messages(job.source.slots * mpi, models.loaded.card.nbits, code)
     samples = [(image.pixels, msgs[slot * mpi + m]) for image, slot in zip(images, slots) for m in range(mpi)]
     out = {}
     for (part, variant), runtime in models.runtime.items():

@@ -26,7 +26,7 @@ from videoseal_tflite import console
 from videoseal_tflite.build.images import random_messages
 from videoseal_tflite.build.weights import load_model_for_metadata
 from videoseal_tflite.errors import ArtifactsMissing, InvalidImage, InvalidModelFile
-from videoseal_tflite.runtime.image import attenuation_of
+from videoseal_tflite.runtime.image import Detector, attenuation_of
 from videoseal_tflite.store.artifact import PARTS, Artifact
 from videoseal_tflite.store.manifest import tool_versions
 from videoseal_tflite.store.variants import order
@@ -37,6 +37,7 @@ from videoseal_tflite.tflite.load_check import run_isolated
 from videoseal_tflite.tflite.metadata import read_metadata
 from videoseal_tflite.tflite.npu import npu_block
 from videoseal_tflite.validate.chunks import pytorch_reference
+from videoseal_tflite.validate.false_positives import false_positives
 from videoseal_tflite.validate.robustness import (
     TABLE_ATTACKS,
     evaluate_video,
@@ -157,6 +158,7 @@ def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> lis
                 "bit_accuracy": full["hits"]["clean"] / bits,
                 "decided": full["decided"]["clean"] / full["samples"],
                 "exact": full["exact"]["clean"] / full["samples"],
+                "payload": full["payload"]["clean"] / full["samples"] if "payload" in full else None,
                 "psnr_db": full["psnr_sum"] / full["samples"],
                 "samples": full["samples"],
             }
@@ -166,6 +168,10 @@ def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> lis
                 rec["attacks_decided"] = {
                     a: full["decided"][a] / full["samples"] for a in TABLE_ATTACKS if a != "clean"
                 }
+                if "payload" in full:  # cards with a payload code: the share whose payload reads back as embedded
+                    rec["attacks_payload"] = {
+                        a: full["payload"][a] / full["samples"] for a in TABLE_ATTACKS if a != "clean"
+                    }
     pairs = []
     for key, got in sorted(sums.get("pairs", {}).items(), key=lambda kv: (order(kv[0].split("/")[1]), kv[0])):
         emb, det = key.split("/")
@@ -213,12 +219,14 @@ def validate_card(
     attacks: bool = False,
     fullres: bool = True,
     workers: int = 1,
+    unmarked: int = 0,
 ) -> dict[str, Any]:
     """Validate every artifact of one card; returns the report dict (see README for the schema).
     Per file: static facts, load and latency (`measure_record`); then the images stream through every loading file
     in chunks (`stream.stream`, `workers` processes, same numbers for any count): accuracy against PyTorch at the
     processing size and, unless `fullres` is off, at full resolution; with `attacks`, under each attack of
-    `robustness.TABLE_ATTACKS` on the saved full-size image, and on a generated video clip."""
+    `robustness.TABLE_ATTACKS` on the saved full-size image, and on a generated video clip; with `unmarked` > 0, the
+    false positives of the FP32 detector on that many unmarked images (`false_positives`)."""
     card_dir = Path(card_dir)
     candidates, meta = _card_files(card_dir)
     loaded = load_model_for_metadata(meta, card_dir.name)
@@ -254,12 +262,27 @@ def validate_card(
         "attacks": [a for a in TABLE_ATTACKS if a != "clean"] if attacks else [],
         "missing_parts": [part for part in PARTS if not any(c.part == part for c in candidates)],
         "records": records,
+        "false_positives": _false_positives(candidates, records, unmarked, threads, progress) if unmarked else None,
         "pairs": fill_accuracy(records, totals, attacks, card.nbits),
         "workers": workers,
         "peak_rss_mb_workers": sums.get("max_worker_rss_mb"),  # with workers > 1: the largest worker's VmHWM
         # AOT compile of the int8 files per NPU target; None unless the NPU extra is installed (make setup-npu)
         "npu": npu_block([c.path for c in candidates if c.path and c.variant == "int8"]),
     }
+
+
+def _false_positives(candidates, records, count: int, threads: int, progress: bool) -> dict[str, Any] | None:
+    """`false_positives.false_positives` of the card's FP32 detector on `count` unmarked images, with the file's
+    name (None when no FP32 detector loads)."""
+    path = next((c.path for c, r in zip(candidates, records) if c.part == "detector" and c.variant == "fp32"
+                 and r["loads"]), None)  # fmt: skip
+    if path is None:
+        return None
+    bar = tqdm(total=count, desc="unmarked images", unit="image", disable=not progress, leave=False,
+               file=console.stream())  # fmt: skip
+    with bar:
+        record = false_positives(Detector(path, threads), count, bar.update).to_json()
+    return record | {"detector": path.name}
 
 
 def _latency_feeds(loaded, source: ImageSource) -> dict[str, dict[str, np.ndarray]]:

@@ -25,6 +25,7 @@ from PIL import Image
 from videoseal_tflite.build.images import random_messages
 from videoseal_tflite.runtime.image import Detector, Embedder, load_image, to_uint8
 from videoseal_tflite.runtime.image_io import NamedImage
+from videoseal_tflite.runtime.payload import PayloadCode
 from videoseal_tflite.runtime.verdict import DEFAULT_FPR, decide
 from videoseal_tflite.validate.attacks import ATTACKS
 
@@ -68,6 +69,7 @@ class RobustnessResult:
     decided: dict[str, float]
     exact: dict[str, float]
     fpr: float = DEFAULT_FPR
+    payload: dict[str, float] | None = None  # cards with a payload code: the share read back as the data embedded
 
     @property
     def samples(self) -> int:
@@ -101,7 +103,8 @@ def evaluate_samples(
     `verdict.DEFAULT_FPR` (`decided`) and read without a wrong bit (`exact`); the saved images' PSNR (`psnr_sum`,
     `min_psnr`) and `samples`: counts that add up over chunks of a set (`validate.stream`)."""
     funcs = {name: (lambda x: x) if name == "clean" else ATTACKS[name] for name in attacks}
-    hits, decided, exact = ({name: 0 for name in attacks} for _ in range(3))
+    hits, decided, exact, payload = ({name: 0 for name in attacks} for _ in range(4))
+    code = PayloadCode.from_meta(detector.model.meta)
     psnrs = []
     with tempfile.TemporaryDirectory(prefix="vst-robust-") as tmp:
         for original, message in samples:
@@ -113,6 +116,9 @@ def evaluate_samples(
                 hits[name] += verdict.matching_bits
                 decided[name] += int(verdict.watermarked)
                 exact[name] += int(verdict.matching_bits == verdict.nbits)
+                if code:  # `detect` without --message: the payload decoded, and the data it carries
+                    read = code.decode(found.bits)
+                    payload[name] += int(read.ok and bool((read.data == message[: code.data_bits]).all()))
             if progress:
                 progress()
     return {
@@ -122,12 +128,15 @@ def evaluate_samples(
         "psnr_sum": float(sum(psnrs)),
         "min_psnr": min(psnrs),
         "samples": len(psnrs),
-    }
+    } | ({"payload": payload} if code else {})
 
 
-def sample_messages(count: int, nbits: int) -> np.ndarray:
-    """The messages of samples 0..count-1 (sample k = image k // messages_per_image)."""
-    return random_messages(count, nbits, MESSAGE_SEED)
+def sample_messages(count: int, nbits: int, code: PayloadCode | None = None) -> np.ndarray:
+    """The messages of samples 0..count-1 (sample k = image k // messages_per_image); for a card with a payload code,
+    the codewords of random data, as `embed --payload` writes them, so that the payload can be read back."""
+    if code is None:
+        return random_messages(count, nbits, MESSAGE_SEED)
+    return np.stack([code.encode(data) for data in random_messages(count, code.data_bits, MESSAGE_SEED)])
 
 
 def evaluate(
@@ -140,7 +149,7 @@ def evaluate(
 ) -> RobustnessResult:
     """Steps 1-4 for every image x message; `progress` is called once per sample."""
     images = list(images)
-    msgs = sample_messages(len(images) * messages_per_image, embedder.nbits)
+    msgs = sample_messages(len(images) * messages_per_image, embedder.nbits, PayloadCode.from_meta(detector.model.meta))
     samples = ((images[k // messages_per_image].pixels, m) for k, m in enumerate(msgs))
     counts = evaluate_samples(embedder, detector, samples, attacks, progress)
     total, n = len(msgs) * embedder.nbits, counts["samples"]
@@ -153,13 +162,14 @@ def evaluate(
         embedder.nbits,
         {name: counts["decided"][name] / n for name in attacks},
         {name: counts["exact"][name] / n for name in attacks},
+        payload={name: counts["payload"][name] / n for name in attacks} if "payload" in counts else None,
     )
 
 
 def markdown_row(
     label: str, result: RobustnessResult, attacks: tuple[str, ...] = TABLE_ATTACKS, metric: str = "bit_accuracy"
 ) -> str:
-    """One table row of `metric` (`bit_accuracy`, `decided` or `exact`) per attack, then the PSNR."""
+    """One table row of `metric` (`bit_accuracy`, `decided`, `exact` or `payload`) per attack, then the PSNR."""
     values = getattr(result, metric)
     return f"| {label} | " + " | ".join(f"{values[a]:.3f}" for a in attacks) + f" | {result.psnr_db:.2f} |"
 
