@@ -33,7 +33,7 @@ def payload_report(bits, meta: dict, fpr: float, hypotheses: int = 1) -> dict | 
     if code is None:
         return None
     decoded = code.decode(bits)
-    pvalue = min(1.0, decoded.pvalue * hypotheses)
+    pvalue = decoded.pvalue_among(hypotheses)
     out = {"code": code.to_json(), "check_passed": decoded.ok, "corrected_bits": decoded.corrected, "pvalue": pvalue}
     if decoded.ok:
         out |= payload_text(decoded.data)

@@ -33,6 +33,10 @@ class Decoded:
     def ok(self) -> bool:
         return self.data is not None
 
+    def pvalue_among(self, hypotheses: int) -> float:
+        """The p-value when this reading was chosen among `hypotheses` (Bonferroni, as `verdict.decide`)."""
+        return min(1.0, self.pvalue * hypotheses)
+
 
 @dataclasses.dataclass(frozen=True)
 class PayloadCode:

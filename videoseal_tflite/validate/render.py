@@ -141,37 +141,35 @@ def _attacks_table(report: dict[str, Any]) -> list[str]:
     lines += [f"- {line}" for line in losses]
     decided = [r for r in report["records"] if r.get("attacks_decided")]
     if decided:
-        lines += [
-            "",
+        lines += _share_table(
             f"Share of marked samples decided at FPR {DEFAULT_FPR:g} (the verdict `detect` gives: matching bits, "
             "re-synchronisation readings counted), same samples:",
-            "",
-            "| part | variant | clean | " + " | ".join(names) + " |",
-            "|---|---|---" + "|---" * len(names) + "|",
-        ]
-        for r in decided:
-            cells = [_fmt(r["fullres"].get("decided"), ".3f")] + [
-                _fmt(r["attacks_decided"].get(n), ".3f") for n in names
-            ]
-            lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
+            decided,
+            "decided",
+            names,
+        )
         payload = [r for r in decided if r.get("attacks_payload")]
         if payload:
-            lines += [
-                "",
+            lines += _share_table(
                 "Share of marked samples whose payload `detect` decodes (no message given) to the data embedded, "
                 "same samples:",
-                "",
-                "| part | variant | clean | " + " | ".join(names) + " |",
-                "|---|---|---" + "|---" * len(names) + "|",
-            ]
-            for r in payload:
-                cells = [_fmt(r["fullres"].get("payload"), ".3f")] + [
-                    _fmt(r["attacks_payload"].get(n), ".3f") for n in names
-                ]
-                lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
+                payload,
+                "payload",
+                names,
+            )
         nbits = report.get("nbits")
         if nbits and 2.0**-nbits > DEFAULT_FPR:
             lines += ["", f"A {nbits}-bit message can never reach FPR {DEFAULT_FPR:g} (its best is {2.0**-nbits:.1e})."]
+    return lines
+
+
+def _share_table(title: str, records: list[dict[str, Any]], metric: str, names: list[str]) -> list[str]:
+    """A per-file table of one share: clean (`fullres[metric]`), then each attack (`attacks_<metric>`)."""
+    lines = ["", title, "", "| part | variant | clean | " + " | ".join(names) + " |",
+             "|---|---|---" + "|---" * len(names) + "|"]  # fmt: skip
+    for r in records:
+        cells = [_fmt(r["fullres"].get(metric), ".3f")] + [_fmt(r[f"attacks_{metric}"].get(n), ".3f") for n in names]
+        lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
     return lines
 
 
