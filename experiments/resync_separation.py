@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -49,21 +50,14 @@ def _resized(rgb8: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb8).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    parser.add_argument("--unmarked", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("experiments/resync_separation.json"))
-    args = parser.parse_args()
-    folder = args.artifacts / DEFAULT_CARD
-    embedder = Embedder(folder / "embedder_128_fp32.tflite")
-    detector = Detector(folder / "detector_128_fp32.tflite")
-    marked, unmarked = [], []
+def marked_inputs(embedder: Embedder) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """(description, HxWx3 uint8, message) for every marked input: the held-out photos at their size, and the first
+    four also as tall, wide, tiny and huge images, each whole or cropped to 80 %, 50 % (centred and at a corner) and
+    30 % of its area."""
     images = fullres_evaluation_images()
     messages = random_messages(len(images), embedder.nbits, seed=5)
     crops = (("whole", 1.0, False), ("crop80", 0.8, False), ("crop50", 0.5, False), ("crop50c", 0.5, True),
              ("crop30", 0.3, False))  # fmt: skip
-    # the held-out photos at their size, and the first four also as tall, wide, tiny and huge images
     shapes = {"as_is": None, "tall": (2000, 300), "wide": (300, 2000), "tiny": (96, 96), "huge": (3000, 4000)}
     jobs = [(i, shape) for i in range(len(images)) for shape in shapes if shape == "as_is" or i < 4]
     for n, (i, shape) in enumerate(jobs):
@@ -74,21 +68,42 @@ def main() -> None:
         floats = bands.as_float_planes(marked_rgb8)
         for name, area, corner in crops:
             crop = marked_rgb8 if area == 1.0 else to_uint8(crop_area(floats, area, corner))
-            reading = _reading(detector, crop, messages[i])
-            if reading:
-                marked.append({"image": images[i].name, "shape": shape, "attack": name, **reading})
+            yield {"image": images[i].name, "shape": shape, "attack": name}, crop, messages[i]
         print(f"marked {n + 1}/{len(jobs)}", end="\r", flush=True)
+
+
+def unmarked_inputs(count: int, nbits: int) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """(description, HxWx3 uint8, random message) for `count` procedural images of unseen seeds in seven shapes, a
+    quarter of them cropped to 50 % of their area as the marked ones are."""
     rng = np.random.default_rng(7)
-    shapes_u = [(512, 512), (1200, 1920), (2000, 300), (300, 2000), (64, 64), (40, 2000), (3000, 3000)]
-    for i in range(args.unmarked):
-        h, w = shapes_u[i % len(shapes_u)]
+    shapes = [(512, 512), (1200, 1920), (2000, 300), (300, 2000), (64, 64), (40, 2000), (3000, 3000)]
+    for i in range(count):
+        h, w = shapes[i % len(shapes)]
         rgb8 = _resized(to_uint8(procedural_image(50_000 + i, min(max(h, w), 1024)).pixels), h, w)
-        if i % 4 == 3:  # a quarter of them cropped as the marked ones are
+        if i % 4 == 3:
             rgb8 = to_uint8(crop_area(bands.as_float_planes(rgb8), 0.5, False))
-        reading = _reading(detector, rgb8, rng.integers(0, 2, embedder.nbits))
+        yield {"seed": 50_000 + i, "shape": [h, w]}, rgb8, rng.integers(0, 2, nbits)
+        print(f"unmarked {i + 1}/{count}", end="\r", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--unmarked", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("experiments/resync_separation.json"))
+    args = parser.parse_args()
+    folder = args.artifacts / DEFAULT_CARD
+    embedder = Embedder(folder / "embedder_128_fp32.tflite")
+    detector = Detector(folder / "detector_128_fp32.tflite")
+    marked, unmarked = [], []
+    for meta, rgb8, message in marked_inputs(embedder):
+        reading = _reading(detector, rgb8, message)
         if reading:
-            unmarked.append({"seed": 50_000 + i, "shape": [h, w], **reading})
-        print(f"unmarked {i + 1}/{args.unmarked}", end="\r", flush=True)
+            marked.append({**meta, **reading})
+    for meta, rgb8, message in unmarked_inputs(args.unmarked, embedder.nbits):
+        reading = _reading(detector, rgb8, message)
+        if reading:
+            unmarked.append({**meta, **reading})
     record = {"card": DEFAULT_CARD, "marked": marked, "unmarked": unmarked}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     right = [r for r in marked if r["searched_accuracy"] >= 0.9]

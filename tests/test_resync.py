@@ -15,7 +15,15 @@ from PIL import Image
 from videoseal_tflite.build.images import fullres_evaluation_image, procedural_image
 from videoseal_tflite.cli.main import main
 from videoseal_tflite.runtime.image import Detector, Embedder, _resize_any, blend, load_image, round_8bit, to_uint8
-from videoseal_tflite.runtime.resync import COMB_ABOVE, FOUND_ABOVE, comb_of, unsure
+from videoseal_tflite.runtime.resync import (
+    COMB_ABOVE,
+    FOUND_ABOVE,
+    HARMONICS,
+    comb_of,
+    comb_scores,
+    peaks_of,
+    unsure,
+)
 from videoseal_tflite.runtime.verdict import decide, pvalue
 from videoseal_tflite.runtime.video import TileTracker, frame_logits
 from videoseal_tflite.validate.attacks import crop_area, crop_half_area
@@ -225,3 +233,26 @@ def test_a_flat_image_shows_no_comb(level):
     flat = np.full((480, 640, 3), level, np.uint8)
     for image in (flat, flat.transpose(2, 0, 1).astype(np.float32) / 255):
         assert comb_of(image, 8, 128, _resize_any).strength < COMB_ABOVE / 10
+
+
+@pytest.mark.fast
+def test_comb_scores_are_the_3x3_peak_at_each_harmonic():
+    """`comb_scores` looks up one precomputed 3 x 3 maximum (`peaks_of`); checked against the definition, bin by
+    bin, on a random log spectrum: y wraps, x is clamped at the rfft2 half, a harmonic beyond it adds nothing."""
+    rng = np.random.default_rng(0)
+    log_power = rng.normal(size=(64, 33))
+    cx = rng.uniform(0.45, 1.1, 50)
+    cy = rng.uniform(0.45, 1.1, 50)
+    period = 4.0
+    expected = np.zeros(50)
+    for kx, ky in HARMONICS:
+        for i in range(50):
+            ix, iy = round(kx * cx[i] / period * 64), round(ky * cy[i] / period * 64)
+            if ix < 0:
+                ix, iy = -ix, -iy
+            if ix >= 33:
+                continue
+            expected[i] += max(
+                log_power[(iy + dy) % 64, min(max(ix + dx, 0), 32)] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+            )
+    assert np.allclose(comb_scores(peaks_of(log_power), cx, cy, period), expected)

@@ -70,8 +70,8 @@ def unsure(bit_logits: np.ndarray) -> bool:
     return confidence(bit_logits) < SYNC_BELOW
 
 
-def whitened_power(image: np.ndarray | Image.Image, resize: Callable) -> np.ndarray:
-    """[3,H,W] -> the power spectrum (summed over channels, rfft2 zero-padded) divided by its local mean."""
+def whitened_log_power(image: np.ndarray | Image.Image, resize: Callable) -> np.ndarray:
+    """[3,H,W] -> the log power spectrum (summed over channels, rfft2 zero-padded) less its local mean."""
     side, pad = ANALYSIS_SIZE, ANALYSIS_SIZE * PAD_FACTOR
     planes = resize(image, side, side)
     planes = planes - planes.mean(axis=(1, 2), keepdims=True)
@@ -79,7 +79,7 @@ def whitened_power(image: np.ndarray | Image.Image, resize: Callable) -> np.ndar
     spectrum = np.fft.rfft2((planes * window).astype(np.float32), s=(pad, pad))  # complex64: float32 in, float32 out
     power = (spectrum.real.astype(np.float64) ** 2 + spectrum.imag.astype(np.float64) ** 2).sum(axis=0)
     log_power = np.log(power + POWER_FLOOR)
-    return np.exp(log_power - local_mean(log_power, 17))
+    return log_power - local_mean(log_power, 17)
 
 
 def local_mean(values: np.ndarray, size: int) -> np.ndarray:
@@ -98,19 +98,24 @@ def local_mean(values: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def comb_scores(power: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float) -> np.ndarray:
-    """Summed log peak power (3x3 bins) at the tile's harmonics for each extent pair (cx[i], cy[i])."""
-    pad = power.shape[0]
+def peaks_of(log_power: np.ndarray) -> np.ndarray:
+    """The largest value in the 3 x 3 bins around each bin (wrapping in y, clamped at the x edges of the rfft2
+    half): computed once, then looked up for every harmonic of every extent pair."""
+    wide = np.concatenate([log_power[:, :1], log_power, log_power[:, -1:]], axis=1)
+    across = np.maximum(np.maximum(wide[:, :-2], wide[:, 1:-1]), wide[:, 2:])
+    return np.maximum(np.maximum(np.roll(across, 1, axis=0), across), np.roll(across, -1, axis=0))
+
+
+def comb_scores(peaks: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float) -> np.ndarray:
+    """Summed log peak power (3x3 bins, `peaks_of`) at the tile's harmonics for each extent pair (cx[i],
+    cy[i]); a harmonic beyond the spectrum's x half adds 0."""
+    pad, half = peaks.shape
     score = np.zeros(cx.shape)
     for kx, ky in HARMONICS:
         ix, iy = np.rint(kx * cx / period * pad).astype(int), np.rint(ky * cy / period * pad).astype(int)
         flip = ix < 0  # rfft2 keeps the non-negative x half: use the conjugate-symmetric bin
         ix, iy = np.where(flip, -ix, ix), np.where(flip, -iy, iy) % pad
-        peak = np.zeros(cx.shape)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                peak = np.maximum(peak, power[(iy + dy) % pad, np.clip(ix + dx, 0, power.shape[1] - 1)])
-        score += np.log(np.where(ix < power.shape[1], peak, 1.0))
+        score += np.where(ix < half, peaks[iy, np.minimum(ix, half - 1)], 0.0)
     return score
 
 
@@ -139,12 +144,12 @@ class Comb:
 
 def comb_of(image: np.ndarray | Image.Image, tile_period: int, size: int, resize: Callable) -> Comb:
     """Step 1 on [3,H,W] floats or HxWx3 uint8 (whatever `resize` takes)."""
-    power = whitened_power(image, resize)
+    peaks = peaks_of(whitened_log_power(image, resize))
     period = ANALYSIS_SIZE * tile_period / size  # the tile's period in the analysis image of an uncropped input
-    scores = comb_scores(power, EXTENTS, EXTENTS, period)
+    scores = comb_scores(peaks, EXTENTS, EXTENTS, period)
     same = _best_distinct(scores, EXTENTS, EXTENTS, EXTENT_CANDIDATES[0], [])
     cx, cy = (g.ravel() for g in np.meshgrid(EXTENTS, EXTENTS))
-    other = _best_distinct(comb_scores(power, cx, cy, period), cx, cy, EXTENT_CANDIDATES[1], same)
+    other = _best_distinct(comb_scores(peaks, cx, cy, period), cx, cy, EXTENT_CANDIDATES[1], same)
     return Comb(float(scores.max()), same + other)
 
 
