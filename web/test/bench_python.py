@@ -4,8 +4,9 @@ the browser bench uses (web/test/browser.mjs `synthetic`), at the same sizes, th
     python web/test/bench_python.py --release DIR --card C --variants fp32,int8 --sizes 512x512,1920x1080
         --threads 1,2 --repeats 5
 
-Each time covers what the page's embed/detect cover: 8-bit RGB in, float planes, the model, blend, 8-bit out
-(embed); 8-bit RGB in, resize, the detector (detect, read as is). Prints JSON.
+Each time covers what the page's embed/detect cover, through the calls the CLI makes: 8-bit RGB in, the
+downscale, the model, the watermark added, 8-bit out (`Embedder.embed_rgb8`, the 8-bit path the page's `addLevels`
+mirrors); 8-bit RGB in, the downscale, the detector (`Detector.detect`, read as is). Prints JSON.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ def synthetic(width: int, height: int) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
     rgb = np.stack([x * 255 // width, y * 255 // height, np.where(((x >> 5) + (y >> 5)) % 2, 200, 60)], axis=-1)
     return rgb.astype(np.uint8)
-
-
-def planes(rgb: np.ndarray) -> np.ndarray:
-    return (rgb.astype(np.float32) / np.float32(255)).transpose(2, 0, 1).copy()
 
 
 def timed(fn, repeats: int) -> float:
@@ -65,14 +62,11 @@ def main() -> None:
                 rgb = synthetic(width, height)
 
                 def embed(rgb=rgb, message=message, embedder=embedder):
-                    marked = embedder.embed(planes(rgb), message)
-                    return np.clip(np.round(marked * 255), 0, 255).astype(np.uint8)
+                    return embedder.embed_rgb8(rgb, message)
 
-                marked = embed().transpose(1, 2, 0)  # HxWx3 uint8, what the page's detect is given
+                marked = embed()  # HxWx3 uint8, what the page's detect is given
                 embed_ms = timed(embed, args.repeats)
-                detect_ms = timed(
-                    lambda marked=marked, detector=detector: detector.detect(planes(marked)), args.repeats
-                )
+                detect_ms = timed(lambda marked=marked, detector=detector: detector.detect(marked), args.repeats)
                 rows.append(
                     {
                         "runtime": "python",
