@@ -120,19 +120,27 @@ class TrainingData:
         start = TRAIN_PROCEDURAL_SEEDS.start + 1000 * seed
         self.procedural = [procedural_image(s, int(size * 1.25)).pixels for s in range(start, start + pool)]
 
+    def draw(self, rng: np.random.Generator):
+        """One crop's source and place, the same draws whatever form the pictures take: (picture [3,H,W], top,
+        left, side, photo). A bundled photo's square of `side` px is to be resized to `size`; a procedural
+        image's is `size` already."""
+        if rng.random() < 0.4:
+            img = self.bundled[int(rng.integers(len(self.bundled)))]
+            side = int(rng.integers(self.size, max(self.size + 1, min(img.shape[1:]) + 1)))
+            top = int(rng.integers(0, img.shape[1] - side + 1))
+            left = int(rng.integers(0, img.shape[2] - side + 1))
+            return img, top, left, side, True
+        img = self.procedural[int(rng.integers(len(self.procedural)))]
+        top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
+        return img, top, left, self.size, False
+
     def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
         out = []
         for _ in range(count):
-            if rng.random() < 0.4:
-                img = self.bundled[int(rng.integers(len(self.bundled)))]
-                side = int(rng.integers(self.size, max(self.size + 1, min(img.shape[1:]) + 1)))
-                top = int(rng.integers(0, img.shape[1] - side + 1))
-                left = int(rng.integers(0, img.shape[2] - side + 1))
-                crop = fit_square(img[:, top : top + side, left : left + side], self.size)
-            else:
-                img = self.procedural[int(rng.integers(len(self.procedural)))]
-                top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
-                crop = img[:, top : top + self.size, left : left + self.size]
+            img, top, left, side, photo = self.draw(rng)
+            crop = img[:, top : top + side, left : left + side]
+            if photo:
+                crop = fit_square(crop, self.size)
             if rng.random() < 0.5:
                 crop = crop[:, :, ::-1]
             if rng.random() < 0.5:  # brightness/contrast jitter
@@ -153,19 +161,12 @@ class TensorTrainingData(TrainingData):
     def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
         out = []
         for _ in range(count):
-            if rng.random() < 0.4:
-                img = self.bundled[int(rng.integers(len(self.bundled)))]
-                side = int(rng.integers(self.size, max(self.size + 1, min(img.shape[1:]) + 1)))
-                top = int(rng.integers(0, img.shape[1] - side + 1))
-                left = int(rng.integers(0, img.shape[2] - side + 1))
-                crop = img[None, :, top : top + side, left : left + side]
+            img, top, left, side, photo = self.draw(rng)
+            crop = img[:, top : top + side, left : left + side]
+            if photo:
                 if side != self.size:
-                    crop = F.interpolate(crop, size=(self.size, self.size), mode="bicubic", antialias=True)
-                crop = crop[0].clamp(0, 1)
-            else:
-                img = self.procedural[int(rng.integers(len(self.procedural)))]
-                top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
-                crop = img[:, top : top + self.size, left : left + self.size]
+                    crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bicubic", antialias=True)[0]
+                crop = crop.clamp(0, 1)
             if rng.random() < 0.5:
                 crop = crop.flip(-1)
             if rng.random() < 0.5:  # brightness/contrast jitter
@@ -316,15 +317,21 @@ class _Run:
     history: list = dataclasses.field(default_factory=list)
 
 
+def seeded_model(card_name: str, seed: int, threads: int) -> tuple[Card, np.random.Generator, torch.nn.Module]:
+    """Where every training run starts: `threads` torch threads, deterministic kernels, torch's, Python's and a
+    numpy generator seeded with `seed`, then the card's architecture built (its initial weights drawn from them)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    card = load_card(card_name)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    rng = np.random.default_rng(seed)
+    return card, rng, build_architecture(card)
+
+
 def _start(cfg: TrainConfig, last: Path, resume: bool) -> _Run:
     """Seeded model, optimizers and RNG; resumed from `last` when it exists (same configuration only)."""
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    card = load_card(cfg.card)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = build_architecture(card)
+    card, rng, model = seeded_model(cfg.card, cfg.seed, cfg.threads)
     torch.nn.init.zeros_(model.embedder.unet.outc.weight)  # start silent; the embedder learns what to emit
     torch.nn.init.zeros_(model.embedder.unet.outc.bias)
     if cfg.joint_lr_schedule not in JOINT_LR_SCHEDULES:

@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +45,7 @@ from videoseal_tflite.build.cards import Card, load_card
 from videoseal_tflite.build.images import CALIB_BUNDLED, TRAIN_PROCEDURAL_SEEDS, bundled_image, procedural_image
 from videoseal_tflite.runtime.resync import CANVASES, CanvasKind, canvas
 from videoseal_tflite.store.atomic import atomic_path
-from videoseal_tflite.training.curriculum import export_weights, rng_state, round_ste, set_rng_state
+from videoseal_tflite.training.curriculum import export_weights, rng_state, round_ste, seeded_model, set_rng_state
 
 VALIDATION_PROCEDURAL_SEEDS = range(3000, 3008)  # never in eval, calibration or training seeds
 
@@ -476,17 +475,9 @@ def _step(model, card, cfg, data, rng, step, opts, attacks) -> dict[str, float]:
 
 def _seeded_start(cfg: RobustConfig) -> tuple[Card, np.random.Generator, torch.nn.Module, tuple]:
     """Seeds, deterministic kernels, the card's model with its initial weights on `cfg.device`, two optimizers."""
-    from videoseal_tflite.build.weights import build_architecture
-
     if cfg.device.startswith("cuda"):  # cuBLAS is deterministic only with a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    card = load_card(cfg.card)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = build_architecture(card)
+    card, rng, model = seeded_model(cfg.card, cfg.seed, cfg.threads)
     _load_init(model, cfg.init)
     model.to(cfg.device).train()
     opt_e = torch.optim.AdamW(model.embedder.parameters(), lr=cfg.lr_embedder, weight_decay=1e-4)
