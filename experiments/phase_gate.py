@@ -4,10 +4,10 @@
     .venv/bin/python experiments/phase_gate.py --artifacts artifacts [--unmarked 200] [--out record.json]
 
 The inputs of `resync_separation.py` (marked crops, strips, tiny and huge images; unmarked procedural images). For
-each input whose as-is reading is unsure and whose comb passes `resync.COMB_ABOVE`, the first canvas is read at all
-tile x tile phases of every candidate extent, and the confidence map is recorded beside where the full search
-(phases ranked on the first canvas, the best `PHASES_KEPT` read on all canvases) found its best reading, with that
-reading's agreement and bit accuracy. `--analyse` replays gates (grid stride, threshold) on a record without reading.
+each input whose as-is reading is unsure and whose comb passes `resync.COMB_ABOVE`, every candidate extent is read
+as the search reads it (`resync.read_extent`), and the first canvas's confidence map over all tile x tile phases is
+recorded beside where the full search found its best reading, with that reading's agreement and bit accuracy.
+`--analyse` replays gates (grid stride, threshold) on a record without reading.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from resync_separation import marked_inputs, unmarked_inputs
 
 from videoseal_tflite.runtime import bands
 from videoseal_tflite.runtime.image import Detector, Embedder, _resize_any
-from videoseal_tflite.runtime.resync import CANVASES, PHASES_KEPT, agreement, canvas, comb_of, confidence, unsure
+from videoseal_tflite.runtime.resync import comb_of, confidence, read_extent, unsure
 from videoseal_tflite.store.artifact import DEFAULT_CARD
 
 
@@ -35,18 +35,12 @@ def _maps(detector: Detector, rgb8: np.ndarray, message: np.ndarray) -> dict | N
         return None
     floats = bands.as_float_planes(rgb8)
     maps, best = [], (-1.0, 0, (0, 0), 0.0)  # agreement, extent index, phase, accuracy
-    for e, (cx, cy) in enumerate(comb.extents):
-        planes = _resize_any(floats, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
-        first = {(ox, oy): detector.read(canvas(planes, ox, oy, CANVASES[0], tile, size))
-                 for oy in range(tile) for ox in range(tile)}  # fmt: skip
-        maps.append([[round(confidence(first[(ox, oy)]), 2) for ox in range(tile)] for oy in range(tile)])
-        for ox, oy in sorted(first, key=lambda p: -confidence(first[p]))[:PHASES_KEPT]:
-            others = [detector.read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
-            soft = agreement(np.stack([first[(ox, oy)], *others]))
-            score = float(np.abs(soft).mean())
+    for e, extent in enumerate(comb.extents):
+        reading = read_extent(floats, extent, detector.read, tile, size, _resize_any)
+        maps.append([[round(confidence(reading.first[(ox, oy)]), 2) for ox in range(tile)] for oy in range(tile)])
+        for score, soft, phase in reading.kept:
             if score > best[0]:
-                accuracy = float(((soft > 0) == message.astype(bool)).mean())
-                best = (score, e, (ox, oy), accuracy)
+                best = (score, e, phase, float(((soft > 0) == message.astype(bool)).mean()))
     score, e, phase, accuracy = best
     return {"comb": comb.strength, "maps": maps, "best_extent": e, "best_phase": list(phase), "agreement": score,
             "accuracy": accuracy}  # fmt: skip

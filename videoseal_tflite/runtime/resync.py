@@ -171,6 +171,40 @@ def canvas(planes: np.ndarray, ox: int, oy: int, kind: CanvasKind, tile: int, si
     return np.pad(planes, pads, mode=mode)[:, :size, :size]
 
 
+Phase = tuple[int, int]  # (ox, oy) at the processing size
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtentReading:
+    """Step 2 at one extent: the first canvas read at every phase, then the PHASES_KEPT phases it ranked most
+    confident read on every canvas."""
+
+    first: dict[Phase, np.ndarray]  # phase -> [nbits] logits on the first canvas, all tile x tile phases
+    kept: list[tuple[float, np.ndarray, Phase]]  # (agreement, [nbits] soft bits, phase), most confident first
+
+
+def read_extent(
+    image: np.ndarray | Image.Image,
+    extent: tuple[float, float],
+    read: Callable[[np.ndarray], np.ndarray],
+    tile: int,
+    size: int,
+    resize: Callable,
+) -> ExtentReading:
+    """Step 2 for the extent (c_x, c_y): the input resized so the tile is `tile` px again, then its phases read."""
+    cx, cy = extent
+    planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
+    first = {
+        (ox, oy): read(canvas(planes, ox, oy, CANVASES[0], tile, size)) for oy in range(tile) for ox in range(tile)
+    }
+    kept = []
+    for ox, oy in sorted(first, key=lambda phase: -confidence(first[phase]))[:PHASES_KEPT]:
+        others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
+        soft = agreement(np.stack([first[(ox, oy)], *others]))
+        kept.append((float(np.abs(soft).mean()), soft, (ox, oy)))
+    return ExtentReading(first, kept)
+
+
 @dataclasses.dataclass(frozen=True)
 class SyncedReading:
     bit_logits: np.ndarray  # [nbits]: atanh of the agreed soft bits, x2 (a logit scale; sign = the bit)
@@ -198,18 +232,10 @@ def resynchronise(
     the first canvas ranked low included."""
     extents = (comb or comb_of(image, tile, size, resize)).extents
     best: tuple[float, np.ndarray, tuple[float, float], tuple[int, int]] | None = None  # agreement, soft, extent, phase
-    for cx, cy in extents:
-        planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
-        first = {
-            (ox, oy): read(canvas(planes, ox, oy, CANVASES[0], tile, size)) for oy in range(tile) for ox in range(tile)
-        }
-        ranked = sorted(first, key=lambda phase: -confidence(first[phase]))
-        for ox, oy in ranked[:PHASES_KEPT]:
-            others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
-            soft = agreement(np.stack([first[(ox, oy)], *others]))
-            score = float(np.abs(soft).mean())
+    for extent in extents:
+        for score, soft, phase in read_extent(image, extent, read, tile, size, resize).kept:
             if best is None or score > best[0]:
-                best = (score, soft, (cx, cy), (ox, oy))
+                best = (score, soft, extent, phase)
     if best is None:
         raise ValueError("resynchronise: the comb gave no candidate extent")
     score, soft, extent, phase = best

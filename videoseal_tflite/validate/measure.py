@@ -137,6 +137,11 @@ def measure_record(c: _Candidate, feed: dict[str, dict[str, np.ndarray]], thread
     return rec
 
 
+def _after_attacks(counts: dict[str, int], total: int) -> dict[str, float]:
+    """Per attack of TABLE_ATTACKS (clean aside): its count as a share of `total`."""
+    return {a: counts[a] / total for a in TABLE_ATTACKS if a != "clean"}
+
+
 def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> list[dict[str, Any]]:
     """The streamed sums into the records (bit accuracy, agreement, PSNR/SSIM, full resolution, attacks);
     returns the pairs."""
@@ -163,15 +168,11 @@ def fill_accuracy(records: list[dict], totals, attacks: bool, nbits: int) -> lis
                 "samples": full["samples"],
             }
             if attacks:
-                rec["attacks"] = {a: full["hits"][a] / bits for a in TABLE_ATTACKS if a != "clean"}
+                rec["attacks"] = _after_attacks(full["hits"], bits)
                 # the share of marked samples decided at verdict.DEFAULT_FPR after each attack
-                rec["attacks_decided"] = {
-                    a: full["decided"][a] / full["samples"] for a in TABLE_ATTACKS if a != "clean"
-                }
+                rec["attacks_decided"] = _after_attacks(full["decided"], full["samples"])
                 if "payload" in full:  # cards with a payload code: the share whose payload reads back as embedded
-                    rec["attacks_payload"] = {
-                        a: full["payload"][a] / full["samples"] for a in TABLE_ATTACKS if a != "clean"
-                    }
+                    rec["attacks_payload"] = _after_attacks(full["payload"], full["samples"])
     pairs = []
     for key, got in sorted(sums.get("pairs", {}).items(), key=lambda kv: (order(kv[0].split("/")[1]), kv[0])):
         emb, det = key.split("/")

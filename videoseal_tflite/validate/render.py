@@ -163,14 +163,23 @@ def _attacks_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _per_file_table(title: str, columns: list[str], rows: list[tuple[dict[str, Any], list[str]]]) -> list[str]:
+    """A titled table with a row per file: its part and variant, then its cells under `columns`."""
+    lines = [
+        "",
+        title,
+        "",
+        "| part | variant | " + " | ".join(columns) + " |",
+        "|---|---" + "|---" * len(columns) + "|",
+    ]
+    return lines + [f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |" for r, cells in rows]
+
+
 def _share_table(title: str, records: list[dict[str, Any]], metric: str, names: list[str]) -> list[str]:
     """A per-file table of one share: clean (`fullres[metric]`), then each attack (`attacks_<metric>`)."""
-    lines = ["", title, "", "| part | variant | clean | " + " | ".join(names) + " |",
-             "|---|---|---" + "|---" * len(names) + "|"]  # fmt: skip
-    for r in records:
-        cells = [_fmt(r["fullres"].get(metric), ".3f")] + [_fmt(r[f"attacks_{metric}"].get(n), ".3f") for n in names]
-        lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
-    return lines
+    rows = [(r, [_fmt(r["fullres"].get(metric), ".3f")] + [_fmt(r[f"attacks_{metric}"].get(n), ".3f") for n in names])
+            for r in records]  # fmt: skip
+    return _per_file_table(title, ["clean", *names], rows)
 
 
 def _false_positive_table(report: dict[str, Any]) -> list[str]:
@@ -208,13 +217,13 @@ def _video_table(report: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     names = list(rows[0]["video"])
-    lines = ["", "Video: a generated 1 s 640x360 clip marked with `embed` (CRF 23), attacked, read with `detect` "
-             "(soft bits averaged over frames); bit accuracy (p-value of the matching bits):", "",
-             "| part | variant | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]  # fmt: skip
-    for r in rows:
-        cells = [f"{r['video'][n]['bit_accuracy']:.3f} ({r['video'][n]['pvalue']:.1e})" for n in names]
-        lines.append(f"| {r['part']} | {r['variant']} | " + " | ".join(cells) + " |")
-    return lines
+    cells = [(r, [f"{r['video'][n]['bit_accuracy']:.3f} ({r['video'][n]['pvalue']:.1e})" for n in names]) for r in rows]
+    return _per_file_table(
+        "Video: a generated 1 s 640x360 clip marked with `embed` (CRF 23), attacked, read with `detect` (soft bits "
+        "averaged over frames); bit accuracy (p-value of the matching bits):",
+        names,
+        cells,
+    )
 
 
 def _npu_table(report: dict[str, Any]) -> list[str]:
