@@ -33,6 +33,9 @@ BLOCK_ROWS = 16  # rows (or output rows) per matrix product in a band: see `_pla
 COLUMN_BLOCK = 128  # columns per product of the horizontal pass
 BAND_ROWS = 256  # rows per band: 256 x 10,000 px x 3 x 4 bytes = 30 MB of float per band in flight
 THREADS = 2
+# `downscale` and `add_upscaled` split their bands over the pool only above this size: BLAS serialises the two
+# threads' small products, so below it the split costs more than it gains (docs/runtime.md, "Band threads")
+SPLIT_ABOVE_PIXELS = 8_000_000
 _BILINEAR = Image.Resampling.BILINEAR
 
 
@@ -93,11 +96,19 @@ def downscale(rgb8: np.ndarray | Image.Image, height: int, width: int) -> np.nda
             _product(b.matrix, levels, part[b.out_start - first : b.out_stop - first], add=True)
         return first, part
 
-    tall = np.zeros((height, full_w * 3), np.float32)  # [height, W x 3]: the vertical pass, channels interleaved
-    # an array is only read, so it is split evenly over the pool; a Pillow image is cropped band by band (copies)
+    # a Pillow image is cropped band by band (copies); an array is only read, so it is split evenly over the pool
+    split = full_h * full_w >= SPLIT_ABOVE_PIXELS
     rows = BAND_ROWS if isinstance(rgb8, Image.Image) else -(-full_h // (THREADS * BLOCK_ROWS)) * BLOCK_ROWS
-    for first, part in _pool().map(vertical, bands(full_h, rows)):
+    if not split and isinstance(rgb8, np.ndarray):
+        return _horizontal_planes(vertical((0, full_h))[1], height, full_w, width)
+    tall = np.zeros((height, full_w * 3), np.float32)  # [height, W x 3]: the vertical pass, channels interleaved
+    for first, part in (_pool().map if split else map)(vertical, bands(full_h, rows)):
         tall[first : first + part.shape[0]] += part
+    return _horizontal_planes(tall, height, full_w, width)
+
+
+def _horizontal_planes(tall: np.ndarray, height: int, full_w: int, width: int) -> np.ndarray:
+    """`downscale`'s second half: [height, full_w x 3] channel-interleaved rows -> [3, height, width] in [0,1]."""
     columns = np.ascontiguousarray(tall.reshape(height, full_w, 3).transpose(1, 2, 0)).reshape(full_w, 3 * height)
     narrow = _horizontal_t(columns, width) * np.float32(1 / 255)  # [width, 3 x height]
     return np.ascontiguousarray(narrow.reshape(width, 3, height).transpose(1, 2, 0))
@@ -153,7 +164,7 @@ def add_upscaled(rgb8: np.ndarray, delta: np.ndarray) -> np.ndarray:
             target[lo:hi] = up  # the conversion truncates: floor(pixel + delta + 0.5), the delta rounded half up
         return target
 
-    for _ in map_bands(band, height):  # each band writes its rows of `out`
+    for _ in map_bands(band, height, split=height * width >= SPLIT_ABOVE_PIXELS):  # each band writes its rows
         pass
     return out
 
@@ -262,10 +273,13 @@ class Upscale:
 
 
 def map_bands(
-    fn: Callable[[int, int], np.ndarray], height: int, rows: int = BAND_ROWS
+    fn: Callable[[int, int], np.ndarray], height: int, rows: int = BAND_ROWS, split: bool = True
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(start, fn(start, stop)) for every band of rows, in order, computed on the pool with at most THREADS + 1 bands
-    in flight (so memory stays a few bands, whatever the height)."""
+    in flight (so memory stays a few bands, whatever the height), or in the calling thread when not `split`."""
+    if not split:
+        yield from ((start, fn(start, stop)) for start, stop in bands(height, rows))
+        return
     pending = []
     for start, stop in bands(height, rows):
         pending.append((start, _pool().submit(fn, start, stop)))
