@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Does a re-synchronised reading's agreement separate marked crops from unmarked images? (issue #28)
 
-    .venv/bin/python experiments/resync_separation.py --artifacts artifacts [--unmarked 200] [--out record.json]
+    .venv/bin/python experiments/resync_separation.py --artifacts artifacts [--card C] [--unmarked 200] [--out F]
 
-Marked: the full-resolution held-out photos and procedural images, marked with the default card (FP32), saved as
-8-bit, then cropped to 80 %, 50 % (centred and corner) and 30 % of their area, or left whole; tall and wide strips
-and a tiny image too. Unmarked: procedural images of unseen seeds at several sizes and shapes, and the bundled
-photos. For every image whose as-is reading is unsure, the best re-found reading's agreement (mean |soft bit|) is
-recorded, beside the as-is confidence. The threshold `resync.FOUND_ABOVE` is chosen from this record.
+Marked: the full-resolution held-out photos and procedural images, marked with the card (FP32; the default card
+unless --card), saved as 8-bit, then cropped to 80 %, 50 % (centred and corner) and 30 % of their area, or left
+whole; tall and wide strips and a tiny image too. Unmarked: procedural images of unseen seeds at several sizes and
+shapes, and the bundled photos. For every image whose as-is reading is unsure, the best re-found reading's
+agreement (mean |soft bit|) and comb strength are recorded, beside the as-is confidence. The thresholds
+`resync.FOUND_ABOVE` and `resync.COMB_ABOVE` are chosen from these records (resync_separation.json: the default
+card; resync_separation_compact64.json: compact64's 16-px tile).
 """
 
 from __future__ import annotations
@@ -89,10 +91,11 @@ def unmarked_inputs(count: int, nbits: int) -> Iterator[tuple[dict, np.ndarray, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--card", default=DEFAULT_CARD)
     parser.add_argument("--unmarked", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("experiments/resync_separation.json"))
     args = parser.parse_args()
-    folder = args.artifacts / DEFAULT_CARD
+    folder = args.artifacts / args.card
     embedder = Embedder(folder / "embedder_128_fp32.tflite")
     detector = Detector(folder / "detector_128_fp32.tflite")
     marked, unmarked = [], []
@@ -104,7 +107,7 @@ def main() -> None:
         reading = _reading(detector, rgb8, message)
         if reading:
             unmarked.append({**meta, **reading})
-    record = {"card": DEFAULT_CARD, "marked": marked, "unmarked": unmarked}
+    record = {"card": args.card, "marked": marked, "unmarked": unmarked}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     right = [r for r in marked if r["searched_accuracy"] >= 0.9]
     m, u = np.array([r["agreement"] for r in right]), np.array([r["agreement"] for r in unmarked])

@@ -16,13 +16,18 @@ from videoseal_tflite.build.images import fullres_evaluation_image, procedural_i
 from videoseal_tflite.cli.main import main
 from videoseal_tflite.runtime.image import Detector, Embedder, _resize_any, blend, load_image, round_8bit, to_uint8
 from videoseal_tflite.runtime.resync import (
+    ANALYSIS_SIZE,
     COMB_ABOVE,
+    EXTENT_CANDIDATES,
+    EXTENTS,
     FOUND_ABOVE,
     HARMONICS,
     comb_of,
     comb_scores,
+    harmonics,
     peaks_of,
     unsure,
+    whitened_log_power,
 )
 from videoseal_tflite.runtime.verdict import decide, pvalue
 from videoseal_tflite.runtime.video import TileTracker, frame_logits
@@ -97,7 +102,7 @@ def test_an_image_without_a_tile_comb_is_not_searched(default_fp32, marked):
     plain = to_uint8(procedural_image(50_161, 512).pixels)
     as_is = detector.logits(_resize_any(plain, detector.size, detector.size))[0]
     assert unsure(as_is)  # the search would have run without the gate
-    assert comb_of(plain, detector.tile_period, detector.size, _resize_any).strength < COMB_ABOVE == 20.0
+    assert comb_of(plain, detector.tile_period, detector.size, _resize_any).strength < COMB_ABOVE[8] == 20.0
     found = detector.detect(plain)
     assert found.searched is None and found.hypotheses == 1
     cropped = [detector.detect(crop_half_area(y)) for _, y in marked]
@@ -232,7 +237,7 @@ def test_a_flat_image_shows_no_comb(level):
     scores as the nothing it is, from 8-bit pixels (the banded resize) and from floats alike."""
     flat = np.full((480, 640, 3), level, np.uint8)
     for image in (flat, flat.transpose(2, 0, 1).astype(np.float32) / 255):
-        assert comb_of(image, 8, 128, _resize_any).strength < COMB_ABOVE / 10
+        assert comb_of(image, 8, 128, _resize_any).strength < COMB_ABOVE[8] / 10
 
 
 @pytest.mark.fast
@@ -256,3 +261,28 @@ def test_comb_scores_are_the_3x3_peak_at_each_harmonic():
                 log_power[(iy + dy) % 64, min(max(ix + dx, 0), 32)] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
             )
     assert np.allclose(comb_scores(peaks_of(log_power), cx, cy, period), expected)
+
+
+@pytest.mark.fast
+def test_a_16px_tile_is_found_by_harmonics_scaled_to_it():
+    """compact64's 16-px tile puts most of its power above the third harmonic, where the 8-px tile's comb stops
+    (`resync.harmonics`: k <= 3 at 8 px, 6 at 16 px). A random 16 x 16 tile (flat spectrum up to its eighth
+    harmonic) added to a procedural photo at 1024 px, cropped to half the area: the crop's extent (0.707) is among
+    the comb's same-aspect candidates with the harmonics scaled to the tile, and not with the 8-px tile's."""
+    assert len(HARMONICS) == 24 and harmonics(8) == HARMONICS and max(k for k, _ in harmonics(16)) == 6
+    rng = np.random.default_rng(3)
+    tile = rng.normal(0, 1.0 / 255, (3, 16, 16)).astype(np.float32)
+    full = np.kron(np.tile(tile, (1, 8, 8)), np.ones((8, 8), np.float32))  # 128 px at 1024: 16 px at 128
+    photo = np.clip(procedural_image(11, 1024).pixels + 8 * full, 0, 1)  # ~3 % of the range, as a loud mark
+    crop = crop_half_area(to_uint8(photo).transpose(2, 0, 1).astype(np.float32) / 255)
+
+    def found(terms) -> bool:
+        peaks = peaks_of(whitened_log_power(crop, _resize_any))
+        period = ANALYSIS_SIZE * 16 / 128
+        scores = comb_scores(peaks, EXTENTS, EXTENTS, period, terms)
+        best = EXTENTS[np.argsort(scores)[::-1][: EXTENT_CANDIDATES[0]]]
+        return bool(np.any(np.abs(best - np.sqrt(0.5)) <= 0.012))
+
+    assert found(harmonics(16))
+    assert not found(HARMONICS)
+    assert comb_of(crop, 16, 128, _resize_any).periodic

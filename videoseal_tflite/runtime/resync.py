@@ -6,8 +6,9 @@ tile by 1/c and shifts its phase, and the detector reads chance. Re-synchronisat
 
   1. extent c (the fraction of the marked image's width / height the input shows): the tile shows as a comb of
      peaks in the input's power spectrum (resized to ANALYSIS_SIZE px, Hann window, whitened by its local mean log
-     power). Each c in EXTENTS scores the summed log power at its harmonics (k_x c_x, k_y c_y) / period
-     (|k_x|, k_y <= 3), with c_x = c_y (a crop that keeps the aspect ratio) and apart; the best few are kept.
+     power). Each c in EXTENTS scores the log power at its harmonics (k_x c_x, k_y c_y) / period (`harmonics`:
+     |k_x|, k_y <= 3 for an 8-px tile, 6 for a 16-px one), with c_x = c_y (a crop that keeps the aspect ratio) and
+     apart; the best few are kept.
   2. phase: the input is resized to (c_y S, c_x S), so the tile is `tile_period` px again. Canvases of S x S put
      a tile corner of phase (ox, oy) on the canvas grid: the input mirrored out to S at three offsets, and the
      tile-aligned part of the input repeated. The detector reads every phase on the first canvas, and the
@@ -34,7 +35,19 @@ ANALYSIS_SIZE = 256
 # analysis pixel ~1,500 of its pixels: ~2e-5 a bin)
 POWER_FLOOR = 1e-6
 PAD_FACTOR = 4  # zero padding of the FFT: frequency resolution 1 / (4 * 256) cycles per pixel
-HARMONICS = tuple((kx, ky) for kx in range(-3, 4) for ky in range(0, 4) if (ky > 0 or kx > 0))
+# the comb's harmonics reach HARMONIC_REACH cycles per processing-size pixel: k <= 3 for the 8-px tile of the 16-bit
+# cards, 6 for compact64's 16-px tile, whose power lies mostly above its third harmonic (experiments/capacity.md)
+HARMONIC_REACH = 3 / 8
+
+
+def harmonics(tile_period: int) -> tuple[tuple[int, int], ...]:
+    """The (k_x, k_y) the comb scores for a tile of `tile_period` px: |k_x|, k_y <= K = HARMONIC_REACH x period
+    (at least 3), one of each +-k pair (the spectrum of a real image is symmetric)."""
+    k = max(3, round(HARMONIC_REACH * tile_period))
+    return tuple((kx, ky) for kx in range(-k, k + 1) for ky in range(0, k + 1) if (ky > 0 or kx > 0))
+
+
+HARMONICS = harmonics(8)  # the 8-px tile's 24: comb scores are scaled to this many terms
 EXTENTS = np.arange(0.45, 1.10, 0.005)  # crops down to ~20 % of the area, and a little upscaling
 EXTENT_CANDIDATES = (4, 2)  # best same-aspect extents, then best other-aspect extents
 PHASES_KEPT = 6  # phases per extent read on every canvas after the first canvas ranked them
@@ -45,14 +58,16 @@ SYNC_BELOW = 0.6
 # a re-found reading's agreement above which `detect` says the tile was found. Measured with the default card's FP32
 # files (experiments/resync_separation.py, its record beside it): 210 unmarked images of seven shapes (40 x 2000 to
 # 3000 x 3000) reach at most 0.711; 88 of the 103 marked inputs that the search reads right (>= 0.9 of the bits:
-# crops to 80 %, 50 % (centred or at a corner) and 30 % of the area, strips, tiny) reach 0.72 or more
+# crops to 80 %, 50 % (centred or at a corner) and 30 % of the area, strips, tiny) reach 0.72 or more. compact64's
+# 16-px tile (2026-12-07 record): 197 unmarked at most 0.702; 37 of the 59 read right reach 0.72
 FOUND_ABOVE = 0.72
-# the comb strength (`Comb.strength`) below which the phase search does not run (no tile to re-synchronise to).
-# Measured at ANALYSIS_SIZE 256 with the default card's FP32 files (experiments/resync_separation.py, 2026-12-05
-# record beside it): the 103 marked inputs the search reads right (>= 0.9 of the bits) have a comb of 22.4 or
-# more; of 210 unmarked images (seven shapes) 16 % fall below 20, 43 % below 22. 20 leaves 2.4 of margin under the
-# weakest readable crop, so only a sixth of unmarked reads skip the search
-COMB_ABOVE = 20.0
+# the comb strength (`Comb.strength`) below which the phase search does not run (no tile to re-synchronise to), by
+# tile period (px at the processing size); a period not measured has no gate. Measured at ANALYSIS_SIZE 256 with
+# experiments/resync_separation.py (records beside it). 8 px, the default card's FP32 files (2026-12-05): the 103
+# marked inputs the search reads right (>= 0.9 of the bits) have a comb of 22.4 or more; of 210 unmarked images
+# (seven shapes) 16 % fall below 20, 43 % below 22. 16 px (harmonics up to 6), compact64's FP32 files
+# (2026-12-07): the 59 read right have 13.58 or more; 4 % of 197 unmarked images fall below 13
+COMB_ABOVE = {8: 20.0, 16: 13.0}
 
 
 def agreement(logits: np.ndarray) -> np.ndarray:
@@ -106,17 +121,20 @@ def peaks_of(log_power: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(np.roll(across, 1, axis=0), across), np.roll(across, -1, axis=0))
 
 
-def comb_scores(peaks: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float) -> np.ndarray:
-    """Summed log peak power (3x3 bins, `peaks_of`) at the tile's harmonics for each extent pair (cx[i],
-    cy[i]); a harmonic beyond the spectrum's x half adds 0."""
+def comb_scores(
+    peaks: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float, terms: tuple[tuple[int, int], ...] = HARMONICS
+) -> np.ndarray:
+    """Summed log peak power (3x3 bins, `peaks_of`) at the harmonics `terms` for each extent pair (cx[i], cy[i]),
+    scaled to len(HARMONICS) terms (so an 8-px tile's score is the plain sum); a harmonic beyond the spectrum's x
+    half adds 0."""
     pad, half = peaks.shape
     score = np.zeros(cx.shape)
-    for kx, ky in HARMONICS:
+    for kx, ky in terms:
         ix, iy = np.rint(kx * cx / period * pad).astype(int), np.rint(ky * cy / period * pad).astype(int)
         flip = ix < 0  # rfft2 keeps the non-negative x half: use the conjugate-symmetric bin
         ix, iy = np.where(flip, -ix, ix), np.where(flip, -iy, iy) % pad
         score += np.where(ix < half, peaks[iy, np.minimum(ix, half - 1)], 0.0)
-    return score
+    return score if len(terms) == len(HARMONICS) else score * (len(HARMONICS) / len(terms))
 
 
 def _best_distinct(scores: np.ndarray, cx: np.ndarray, cy: np.ndarray, count: int, taken: list) -> list:
@@ -135,22 +153,24 @@ class Comb:
 
     strength: float  # the best same-aspect comb score (summed log whitened power at the harmonics)
     extents: list[tuple[float, float]]  # the likeliest (c_x, c_y), same-aspect ones first
+    gate: float = -np.inf  # COMB_ABOVE for the tile's period
 
     @property
     def periodic(self) -> bool:
         """Whether the comb is one that marked crops were measured to show (COMB_ABOVE): else nothing is searched."""
-        return self.strength >= COMB_ABOVE
+        return self.strength >= self.gate
 
 
 def comb_of(image: np.ndarray | Image.Image, tile_period: int, size: int, resize: Callable) -> Comb:
     """Step 1 on [3,H,W] floats or HxWx3 uint8 (whatever `resize` takes)."""
     peaks = peaks_of(whitened_log_power(image, resize))
     period = ANALYSIS_SIZE * tile_period / size  # the tile's period in the analysis image of an uncropped input
-    scores = comb_scores(peaks, EXTENTS, EXTENTS, period)
+    terms = harmonics(tile_period)
+    scores = comb_scores(peaks, EXTENTS, EXTENTS, period, terms)
     same = _best_distinct(scores, EXTENTS, EXTENTS, EXTENT_CANDIDATES[0], [])
     cx, cy = (g.ravel() for g in np.meshgrid(EXTENTS, EXTENTS))
-    other = _best_distinct(comb_scores(peaks, cx, cy, period), cx, cy, EXTENT_CANDIDATES[1], same)
-    return Comb(float(scores.max()), same + other)
+    other = _best_distinct(comb_scores(peaks, cx, cy, period, terms), cx, cy, EXTENT_CANDIDATES[1], same)
+    return Comb(float(scores.max()), same + other, COMB_ABOVE.get(tile_period, -np.inf))
 
 
 # step 2's canvases: the input mirrored out to S with a tile corner at (tile x n + phase), or the tile-aligned part
