@@ -112,7 +112,7 @@ def markdown(record: dict) -> str:
         "",
         f"{record['date']}; {record['images']} evaluation images vs the FP32 .tflite; {record['metric']} with "
         + (
-            f"the built recipe (repairs: {', '.join(record['repairs']) or 'none'}): "
+            f"the built recipe (repairs: {', '.join(_names(record['repairs'])) or 'none'}): "
             if record.get("on_built")
             else "every op quantized: "
         )
@@ -139,6 +139,11 @@ def markdown(record: dict) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _names(repairs: list) -> list[str]:
+    """The repairs' names: a file's metadata lists each repair as a record ({"name", "what", "why", ...})."""
+    return [r if isinstance(r, str) else r["name"] for r in repairs]
 
 
 def main() -> None:
