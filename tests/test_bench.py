@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from videoseal_tflite.bench.models import bench_card, write_bench
+from videoseal_tflite.bench.sizes import ROUNDS, _interleaved_medians
 from videoseal_tflite.build.weights import WeightSource
 
 
@@ -58,3 +61,16 @@ def test_validate_scale_bench_smoke(compact_artifacts, tmp_path):
     assert row["peak_rss_mb_workers"] is None and row["bit_accuracy_fp32_detector"] >= 0.9
     json_path, md_path = write_scale(record, tmp_path)
     assert json_path.is_file() and "| 3 | 1 |" in scale_markdown(record) == md_path.read_text()
+
+
+@pytest.mark.fast
+def test_the_runtime_timings_take_turns():
+    """`bench --sizes` times embed and both detects in ROUNDS turns, so a busy spell of the machine lands on every
+    case, not on one: each case is called `repeats` times after one warm-up, a turn at a time."""
+    calls: list[str] = []
+    cases = tuple((name, lambda name=name: calls.append(name)) for name in "abc")
+    medians = _interleaved_medians(cases, 7)
+    assert ROUNDS == 5 and set(medians) == set("abc")
+    assert [calls.count(name) for name in "abc"] == [8, 8, 8]
+    assert calls[:9] == list("abcaabbcc")  # warm-ups, then turn 0: 7 // 5 + 1 calls each
+    assert calls[-3:] == list("abc")  # the last turn: one call each

@@ -5,7 +5,7 @@ Two tables, written to `artifacts/bench/sizes.json` and `.md`:
   JPEGs of each size in the ladder: wall seconds (file decode and encode included) and the child's own peak RSS
   (`validate/peak_rss.py`);
 - the runtime alone at 1920 x 1200 (file decode and encode excluded): `Embedder.embed_rgb8` and `Detector.detect`
-  of a marked and of an unmarked image, median of repeated calls.
+  of a marked and of an unmarked image, median of 20 calls, the three cases taking turns.
 Every row names the runtime (LiteRT CPU), its delegate (XNNPACK, LiteRT's default) and the thread count.
 """
 
@@ -59,14 +59,22 @@ def _cli_rows(artifacts: Path, card: str, message: str, threads: int, say: Calla
     return rows
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: first invoke allocates
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+ROUNDS = 5  # the cases take turns, `repeats` / ROUNDS calls each a turn: a busy spell of the machine is shared out
+
+
+def _interleaved_medians(cases: tuple[tuple[str, Callable[[], Any]], ...], repeats: int) -> dict[str, float]:
+    """name -> median ms of `repeats` calls of each case, the cases taking turns over ROUNDS rounds (after one
+    warm-up call each: the first invoke allocates)."""
+    times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for _, fn in cases:
         fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 2)
+    for turn in range(ROUNDS):
+        for name, fn in cases:
+            for _ in range(repeats // ROUNDS + (turn < repeats % ROUNDS)):
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: round(statistics.median(t), 2) for name, t in times.items()}
 
 
 def _runtime_rows(artifacts: Path, card: str, threads: int, repeats: int) -> list[dict[str, Any]]:
@@ -81,8 +89,9 @@ def _runtime_rows(artifacts: Path, card: str, threads: int, repeats: int) -> lis
         ("detect (marked)", lambda: detector.detect(marked)),
         ("detect (unmarked)", lambda: detector.detect(unmarked)),
     )
+    medians = _interleaved_medians(cases, repeats)
     rows = [{"step": name, "height": 1200, "width": 1920, "threads": threads, **RUNTIME,
-             "median_ms": _median_ms(fn, repeats)} for name, fn in cases]  # fmt: skip
+             "median_ms": medians[name]} for name, _ in cases]  # fmt: skip
     rows[1]["bits_read"] = bits_to_text(found.bits) == bits_to_text(message.astype(bool))
     return rows
 
