@@ -28,7 +28,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -134,11 +134,16 @@ class TrainingData:
         top, left = (int(v) for v in rng.integers(0, img.shape[1] - self.size + 1, size=2))
         return img, top, left, self.size, False
 
-    def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
-        out = []
+    def squares(self, rng: np.random.Generator, count: int) -> Iterator[tuple[Any, bool]]:
+        """`count` (square cut from a picture, photo) by `draw`, one at a time: lazily, so that a caller's own draws
+        for each (flip, jitter) come between two of them, as they always have."""
         for _ in range(count):
             img, top, left, side, photo = self.draw(rng)
-            crop = img[:, top : top + side, left : left + side]
+            yield img[:, top : top + side, left : left + side], photo
+
+    def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
+        out = []
+        for crop, photo in self.squares(rng, count):
             if photo:
                 crop = fit_square(crop, self.size)
             if rng.random() < 0.5:
@@ -160,11 +165,9 @@ class TensorTrainingData(TrainingData):
 
     def batch(self, rng: np.random.Generator, count: int) -> torch.Tensor:
         out = []
-        for _ in range(count):
-            img, top, left, side, photo = self.draw(rng)
-            crop = img[:, top : top + side, left : left + side]
+        for crop, photo in self.squares(rng, count):
             if photo:
-                if side != self.size:
+                if crop.shape[-1] != self.size:
                     crop = F.interpolate(crop[None], size=(self.size, self.size), mode="bicubic", antialias=True)[0]
                 crop = crop.clamp(0, 1)
             if rng.random() < 0.5:
