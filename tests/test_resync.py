@@ -275,11 +275,10 @@ def test_a_16px_tile_is_found_by_harmonics_scaled_to_it():
     full = np.kron(np.tile(tile, (1, 8, 8)), np.ones((8, 8), np.float32))  # 128 px at 1024: 16 px at 128
     photo = np.clip(procedural_image(11, 1024).pixels + 8 * full, 0, 1)  # ~3 % of the range, as a loud mark
     crop = crop_half_area(to_uint8(photo).transpose(2, 0, 1).astype(np.float32) / 255)
+    peaks = peaks_of(whitened_log_power(crop, _resize_any))
 
     def found(terms) -> bool:
-        peaks = peaks_of(whitened_log_power(crop, _resize_any))
-        period = ANALYSIS_SIZE * 16 / 128
-        scores = comb_scores(peaks, EXTENTS, EXTENTS, period, terms)
+        scores = comb_scores(peaks, EXTENTS, EXTENTS, ANALYSIS_SIZE * 16 / 128, terms)
         best = EXTENTS[np.argsort(scores)[::-1][: EXTENT_CANDIDATES[0]]]
         return bool(np.any(np.abs(best - np.sqrt(0.5)) <= 0.012))
 

@@ -44,6 +44,11 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="band")
 
 
+def split_over_pool(height: int, width: int) -> bool:
+    """Whether an image this size has its bands split over the pool (SPLIT_ABOVE_PIXELS)."""
+    return height * width >= SPLIT_ABOVE_PIXELS
+
+
 def bands(height: int, rows: int = BAND_ROWS) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering 0..height in steps of `rows`."""
     return [(start, min(start + rows, height)) for start in range(0, height, rows)]
@@ -96,11 +101,11 @@ def downscale(rgb8: np.ndarray | Image.Image, height: int, width: int) -> np.nda
             _product(b.matrix, levels, part[b.out_start - first : b.out_stop - first], add=True)
         return first, part
 
-    # a Pillow image is cropped band by band (copies); an array is only read, so it is split evenly over the pool
-    split = full_h * full_w >= SPLIT_ABOVE_PIXELS
-    rows = BAND_ROWS if isinstance(rgb8, Image.Image) else -(-full_h // (THREADS * BLOCK_ROWS)) * BLOCK_ROWS
+    split = split_over_pool(full_h, full_w)
     if not split and isinstance(rgb8, np.ndarray):
         return _horizontal_planes(vertical((0, full_h))[1], height, full_w, width)
+    # a Pillow image is cropped band by band (copies); an array is only read, so it is split evenly over the pool
+    rows = BAND_ROWS if isinstance(rgb8, Image.Image) else -(-full_h // (THREADS * BLOCK_ROWS)) * BLOCK_ROWS
     tall = np.zeros((height, full_w * 3), np.float32)  # [height, W x 3]: the vertical pass, channels interleaved
     for first, part in (_pool().map if split else map)(vertical, bands(full_h, rows)):
         tall[first : first + part.shape[0]] += part
@@ -164,7 +169,7 @@ def add_upscaled(rgb8: np.ndarray, delta: np.ndarray) -> np.ndarray:
             target[lo:hi] = up  # the conversion truncates: floor(pixel + delta + 0.5), the delta rounded half up
         return target
 
-    for _ in map_bands(band, height, split=height * width >= SPLIT_ABOVE_PIXELS):  # each band writes its rows
+    for _ in map_bands(band, height, split=split_over_pool(height, width)):  # each band writes its rows of `out`
         pass
     return out
 

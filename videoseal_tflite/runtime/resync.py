@@ -125,8 +125,8 @@ def comb_scores(
     peaks: np.ndarray, cx: np.ndarray, cy: np.ndarray, period: float, terms: tuple[tuple[int, int], ...] = HARMONICS
 ) -> np.ndarray:
     """Summed log peak power (3x3 bins, `peaks_of`) at the harmonics `terms` for each extent pair (cx[i], cy[i]),
-    scaled to len(HARMONICS) terms (so an 8-px tile's score is the plain sum); a harmonic beyond the spectrum's x
-    half adds 0."""
+    scaled to len(HARMONICS) terms (an 8-px tile's scale is 1.0, so its score is the plain sum, bit for bit); a
+    harmonic beyond the spectrum's x half adds 0."""
     pad, half = peaks.shape
     score = np.zeros(cx.shape)
     for kx, ky in terms:
@@ -134,7 +134,7 @@ def comb_scores(
         flip = ix < 0  # rfft2 keeps the non-negative x half: use the conjugate-symmetric bin
         ix, iy = np.where(flip, -ix, ix), np.where(flip, -iy, iy) % pad
         score += np.where(ix < half, peaks[iy, np.minimum(ix, half - 1)], 0.0)
-    return score if len(terms) == len(HARMONICS) else score * (len(HARMONICS) / len(terms))
+    return score * (len(HARMONICS) / len(terms))
 
 
 def _best_distinct(scores: np.ndarray, cx: np.ndarray, cy: np.ndarray, count: int, taken: list) -> list:
@@ -153,7 +153,7 @@ class Comb:
 
     strength: float  # the best same-aspect comb score (summed log whitened power at the harmonics)
     extents: list[tuple[float, float]]  # the likeliest (c_x, c_y), same-aspect ones first
-    gate: float = -np.inf  # COMB_ABOVE for the tile's period
+    gate: float  # COMB_ABOVE for the tile's period; -inf where it was not measured
 
     @property
     def periodic(self) -> bool:
