@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,34 +76,58 @@ def test_second_writer_gets_a_clear_message(tmp_path):
         pass
 
 
-def test_sigterm_mid_conversion_leaves_no_partial_file(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "videoseal_tflite.cli.main",
-            "convert",
-            "--card",
-            "videoseal_0.0",
-            "--random-init",
-            "0",
-            "--part",
-            "detector",
-            "--variant",
-            "fp32",
-            "--artifacts",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose environment carries `marker` (a test's own children and their children)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            pass  # gone, or not ours to read
+    return found
+
+
+def test_sigterm_mid_conversion_stops_both_parts_and_leaves_no_partial_file(tmp_path):
+    """Both parts are built at once (the detector in a second Python): SIGTERM to `convert` stops both, and
+    neither leaves a file, a temp file or a process behind."""
+    out, marker = tmp_path / "out", f"VST_SIGTERM_TEST={os.getpid()}-{time.time_ns()}"
+    command = [sys.executable, "-m", "videoseal_tflite.cli.main", "convert", "--card", "compact", "--variant", "fp32",
+               "--workers", "2", "--artifacts", str(out)]  # fmt: skip
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.rglob(".*.tmp-*")):
-        time.sleep(0.2)  # wait until the converter has its temp file open
+        time.sleep(0.1)  # wait until a converter has its temp file open
     assert list(out.rglob(".*.tmp-*")), "conversion never started writing"
+    assert len(_processes_with(marker)) >= 2, "the second part's process was not running"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
+    assert _processes_with(marker) == []
     assert not list(out.rglob("*.tflite")) and not list(out.rglob("*.tmp-*"))
+
+
+def test_an_error_in_the_second_process_is_raised_as_its_own(tmp_path):
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.build.pipeline import PartJob, _PartProcesses
+    from videoseal_tflite.build.weights import WeightSource
+    from videoseal_tflite.errors import InvalidCheckpoint
+
+    missing = tmp_path / "missing.pth"
+    job = PartJob(load_card("compact"), WeightSource(checkpoint=missing), tmp_path, "detector", True, (), False, False)
+    with pytest.raises(InvalidCheckpoint, match="checkpoint not found: .*missing.pth"), _PartProcesses([job]) as others:
+        others.results(progress=False, card_name="compact")
+
+
+def test_a_second_process_that_dies_is_named(tmp_path, monkeypatch):
+    from videoseal_tflite.build import pipeline
+    from videoseal_tflite.build.cards import load_card
+    from videoseal_tflite.build.weights import WeightSource
+    from videoseal_tflite.errors import ConversionFailed
+
+    monkeypatch.setattr(pipeline, "PART_PROCESS", "videoseal_tflite.no_such_module")  # the child exits 1 at once
+    job = pipeline.PartJob(load_card("compact"), WeightSource(), tmp_path, "detector", True, (), False, False)
+    with pytest.raises(ConversionFailed, match=r"detector of compact stopped \(exit code 1\)"):
+        with pipeline._PartProcesses([job]) as others:
+            others.results(progress=False, card_name="compact")

@@ -50,3 +50,10 @@ def test_force_rebuilds(compact_artifacts, out_root, tmp_path):
     (root / "manifest.json").write_text((out_root / "manifest.json").read_text())
     again = convert_card("compact", WeightSource(), root, progress=False, variants=("fp16",), force=True)
     assert not any(c.reused for c in again.converted) and not any(v.reused for v in again.variants)
+
+
+def test_calibration_names_are_the_calibration_images_names():
+    """The int8 input hash names the calibration set without making it (`calibration_names`): the same list."""
+    from videoseal_tflite.build.images import calibration_images, calibration_names
+
+    assert calibration_names() == [image.name for image in calibration_images(32)]

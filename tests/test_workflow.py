@@ -3,6 +3,7 @@ into separate folders, merge into a release byte-identical to a single run."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -54,7 +55,8 @@ def _workspace(tmp: Path) -> Path:
 
 def _run_steps(job: dict, work: Path, matrix: dict, env_extra: dict | None = None) -> None:
     """Every `run:` step of the job whose `if:` holds, with the job's env, GITHUB_ENV and GITHUB_PATH honoured."""
-    env_file, path_file = work / f".env-{os.getpid()}", work / f".path-{os.getpid()}"
+    runner = "-".join(str(v) for v in matrix.values()) or "job"  # cells running at once keep their own files
+    env_file, path_file = work / f".env-{runner}", work / f".path-{runner}"
     env_file.write_text("")
     path_file.write_text("")
     base = {k: _expand(v, matrix) for k, v in (job.get("env") or {}).items()}
@@ -85,11 +87,10 @@ def released(tmp_path_factory):
     shard_job = workflow["jobs"]["shard"]
     matrix = shard_job["strategy"]["matrix"]
     assert matrix["part"] == ["embedder", "detector"] and "compact" in matrix["card"]
-    shards = []
-    for part in matrix["part"]:
-        cell = {"card": "compact", "part": part}
-        _run_steps(shard_job, work, cell)
-        shards.append(work / _expand(shard_job["env"]["SHARD"], cell))
+    cells = [{"card": "compact", "part": part} for part in matrix["part"]]
+    with concurrent.futures.ThreadPoolExecutor(len(cells)) as jobs:  # matrix jobs run at once, as on Actions
+        list(jobs.map(lambda cell: _run_steps(shard_job, work, cell), cells))
+    shards = [work / _expand(shard_job["env"]["SHARD"], cell) for cell in cells]
     for shard in shards:  # download-artifact: each artifact in shards/<artifact name>/
         shutil.copytree(shard, work / "shards" / f"shard-{shard.name}")
     merge_job = dict(workflow["jobs"]["merge"])

@@ -113,6 +113,11 @@ def calibration_images(size: int) -> list[NamedImage]:
     return [NamedImage(i.name, fit_square(i.pixels, size)) for i in images]
 
 
+def calibration_names() -> list[str]:
+    """The names of `calibration_images`, in order, without making them (a full-int8 file's calibration set)."""
+    return [f"skimage:{n}" for n in CALIB_BUNDLED] + [f"procedural:{s}" for s in CALIB_PROCEDURAL_SEEDS]
+
+
 def evaluation_image(slot: int, size: int) -> NamedImage:
     """Slot `slot` of the processing-size held-out set (the bundled photos, then the procedural seeds), fitted to
     `size` x `size`; the same slot of `fullres_evaluation_image` is the same content at full size."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from videoseal_tflite.cli.options import artifacts_option, part_option, say, variant_options, variants_of
+from videoseal_tflite.cli.options import (
+    artifacts_option,
+    part_option,
+    positive_int,
+    say,
+    variant_options,
+    variants_of,
+)
 from videoseal_tflite.errors import InvalidOption
 from videoseal_tflite.store.artifact import DEFAULT_CARD, default_card
 
@@ -56,6 +63,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             variants=variants_of(args),
             int8_io=args.int8_io,
             force=args.force,
+            workers=args.workers,
         )
         for result in artifacts.converted:
             parity = result.parity
@@ -112,6 +120,12 @@ def _add_convert(sub) -> None:
         "--no-rewrites", action="store_true", help="export the original graph, without TFLite-friendly rewrites"
     )
     variant_options(convert)
+    convert.add_argument(
+        "--workers",
+        type=positive_int,
+        help="build the parts in N processes at once (default: one per part, up to the machine's cores; "
+        "the files do not depend on N)",
+    )
     convert.set_defaults(func=_cmd_convert, quiet_step="convert")
 
 

@@ -54,3 +54,16 @@ def output_lock(folder: Path) -> Iterator[None]:
 
 
 _held: set[str] = set()
+
+
+@contextlib.contextmanager
+def updating(folder: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on `folder` itself (its directory descriptor: no lock file) for a
+    read-modify-write of a file in it that several processes of one run update (the manifest, the quantize log).
+    Independent of `output_lock`, which holds a file inside the folder."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from videoseal_tflite.store.atomic import write_text_atomic
+from videoseal_tflite.store.lock import updating
 
 MANIFEST_NAME = "manifest.json"
 _TOOLS = ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "videoseal", "videoseal-tflite")
@@ -47,12 +48,14 @@ def recorded_sha256(path: Path) -> tuple[Path, str] | None:
 
 
 def update_manifest(root: Path, entries: dict[str, dict[str, Any]]) -> Path:
-    """Merge `entries` (keyed by path relative to `root`) into the manifest; drop entries whose file is gone."""
+    """Merge `entries` (keyed by path relative to `root`) into the manifest; drop entries whose file is gone.
+    One process at a time (`updating`): the parts of a card are built in processes of their own."""
     root = Path(root)
-    manifest = read_manifest(root)
-    files = {k: v for k, v in manifest["files"].items() if (root / k).is_file()}
-    files.update(entries)
-    return write_manifest(root, files)
+    with updating(root):
+        manifest = read_manifest(root)
+        files = {k: v for k, v in manifest["files"].items() if (root / k).is_file()}
+        files.update(entries)
+        return write_manifest(root, files)
 
 
 def write_manifest(root: Path, files: dict[str, dict[str, Any]], tools: dict[str, str] | None = None) -> Path:
