@@ -36,7 +36,7 @@ def _maps(detector: Detector, rgb8: np.ndarray, message: np.ndarray) -> dict | N
     floats = bands.as_float_planes(rgb8)
     maps, best = [], (-1.0, 0, (0, 0), 0.0)  # agreement, extent index, phase, accuracy
     for e, extent in enumerate(comb.extents):
-        reading = read_extent(floats, extent, detector.read, tile, size, _resize_any)
+        reading = read_extent(floats, extent, detector.read_all, tile, size, _resize_any)
         maps.append([[round(confidence(reading.first[(ox, oy)]), 2) for ox in range(tile)] for oy in range(tile)])
         for score, soft, phase in reading.kept:
             if score > best[0]:

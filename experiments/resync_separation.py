@@ -38,7 +38,7 @@ def _reading(detector: Detector, rgb8: np.ndarray, message: np.ndarray | None) -
         return None  # sure as is: no search
     comb = comb_of(rgb8, detector.tile_period, detector.size, _resize_any)
     floats = bands.as_float_planes(rgb8)
-    searched = resynchronise(floats, detector.read, detector.tile_period, detector.size, _resize_any, comb)
+    searched = resynchronise(floats, detector.read_all, detector.tile_period, detector.size, _resize_any, comb)
     out = {"comb": comb.strength, "agreement": searched.agreement, "as_is_confidence": confidence(as_is)}
     if message is not None:
         out["searched_accuracy"] = float(((searched.bit_logits > 0) == message.astype(bool)).mean())

@@ -64,6 +64,20 @@ def test_half_area_crop_is_found_again(default_fp32, marked):
     assert np.mean(synced) >= 0.9 and np.mean(plain) <= 0.75
 
 
+def test_two_one_thread_readers_give_the_two_thread_numbers(default_fp32, marked):
+    """`read_all` reads alternate canvases on two 1-thread copies of the detector at once: every logit equals the
+    2-thread `read`'s, and a whole search (a crop: 385 readings) ends on the same reading, bit for bit."""
+    detector, single = Detector(default_fp32["detector"], threads=2), Detector(default_fp32["detector"], threads=1)
+    canvases = [np.random.default_rng(i).random((3, 128, 128), dtype=np.float32) for i in range(5)]
+    together = detector.read_all(canvases)
+    assert detector._pair is not None  # the pair was used, not the sequential path
+    assert all(np.array_equal(a, detector.read(c)) for a, c in zip(together, canvases))
+    crop = crop_half_area(marked[0][1])
+    two, one = detector.detect(crop), single.detect(crop)
+    assert two.synced is not None and np.array_equal(two.bit_logits, one.bit_logits)
+    assert (two.synced.extent, two.synced.phase) == (one.synced.extent, one.synced.phase)
+
+
 def test_a_sure_reading_is_not_resynchronised(default_fp32, marked):
     detector = Detector(default_fp32["detector"])
     for _, y in marked:

@@ -389,6 +389,17 @@ class Embedder:
         return blend(image, self.watermark(image, message), self.scaling_w, self.scaling_i, self.attenuation)
 
 
+def _bit_logits(model: _Model, small: np.ndarray) -> np.ndarray:
+    return model(image=small[None])["bit_logits"][0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _second_reader():
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vst-read")
+
+
 class Detector:
     """`resync`: when the card declares its watermark tile (`tile_period`) and the as-is reading is unsure, look for
     the tile at another scale and phase (a crop read as is; `resync.py`); video reads track the tile from frame to
@@ -401,6 +412,8 @@ class Detector:
             raise InvalidModelFile(f"{path} is a {meta.get('part')}, not a detector")
         self.nbits, self.size = int(meta["nbits"]), int(meta["size"])
         self.tile_period = int(meta["tile_period"]) if resync and meta.get("tile_period") else None
+        self.threads = threads
+        self._pair: tuple[_Model, _Model] | None = None  # read_all's two 1-thread copies, made on first use
 
     def logits(self, small: np.ndarray) -> tuple[np.ndarray, float]:
         """[3,S,S] at the processing size -> ([nbits] bit logits, detection logit)."""
@@ -410,6 +423,22 @@ class Detector:
     def read(self, small: np.ndarray) -> np.ndarray:
         """[3,S,S] at the processing size -> [nbits] bit logits."""
         return self.logits(small)[0]
+
+    def read_all(self, smalls: list[np.ndarray]) -> list[np.ndarray]:
+        """`read` of each [3,S,S] input, in order. With 2 threads or more, two 1-thread copies of the model read
+        alternate inputs at once: one 2-thread invoke of a model this small leaves the second core idle most of
+        the time (docs/runtime.md, "A crop read as is"), and XNNPACK gives the same numbers at 1 and 2 threads
+        (bit for bit: tests/test_resync.py)."""
+        if self.threads < 2 or len(smalls) < 2:
+            return [self.read(small) for small in smalls]
+        if self._pair is None:
+            self._pair = (_Model(self.model.path, 1), _Model(self.model.path, 1))
+        here, aside = self._pair
+        odd = _second_reader().submit(lambda: [_bit_logits(aside, small) for small in smalls[1::2]])
+        even = [_bit_logits(here, small) for small in smalls[0::2]]
+        out = [np.empty(0, np.float32)] * len(smalls)
+        out[0::2], out[1::2] = even, odd.result()
+        return out
 
     def detect(self, image: np.ndarray | Image.Image) -> Detection:
         """`image`: [3,H,W] float in [0,1], or HxWx3 uint8 or a Pillow RGB image; above BANDED_ABOVE_PIXELS read in row
@@ -422,7 +451,7 @@ class Detector:
                 return Detection(logits, logits > 0, detection_logit)
             if not _banded(image):
                 image = _as_float(image)  # the search resizes the image many times: once to float, when it fits
-            found = resynchronise(image, self.read, self.tile_period, self.size, _resize_any, comb)
+            found = resynchronise(image, self.read_all, self.tile_period, self.size, _resize_any, comb)
             # never worse than as is: the re-found reading replaces it only when it is the more confident one
             if found.agreement > confidence(logits):
                 return Detection(found.bit_logits, found.bit_logits > 0, detection_logit, found, found)

@@ -203,24 +203,29 @@ class ExtentReading:
     kept: list[tuple[float, np.ndarray, Phase]]  # (agreement, [nbits] soft bits, phase), most confident first
 
 
+ReadAll = Callable[[list[np.ndarray]], list[np.ndarray]]  # [3,S,S] canvases -> their [nbits] logits, in order
+
+
 def read_extent(
     image: np.ndarray | Image.Image,
     extent: tuple[float, float],
-    read: Callable[[np.ndarray], np.ndarray],
+    read_all: ReadAll,
     tile: int,
     size: int,
     resize: Callable,
 ) -> ExtentReading:
-    """Step 2 for the extent (c_x, c_y): the input resized so the tile is `tile` px again, then its phases read."""
+    """Step 2 for the extent (c_x, c_y): the input resized so the tile is `tile` px again, then its phases read
+    (each canvas set in one `read_all` call, which may read several at once)."""
     cx, cy = extent
     planes = resize(image, max(2 * tile, round(size * cy)), max(2 * tile, round(size * cx)))
-    first = {
-        (ox, oy): read(canvas(planes, ox, oy, CANVASES[0], tile, size)) for oy in range(tile) for ox in range(tile)
-    }
+    phases = [(ox, oy) for oy in range(tile) for ox in range(tile)]
+    first = dict(zip(phases, read_all([canvas(planes, ox, oy, CANVASES[0], tile, size) for ox, oy in phases])))
+    ranked = sorted(first, key=lambda phase: -confidence(first[phase]))[:PHASES_KEPT]
+    others = read_all([canvas(planes, ox, oy, kind, tile, size) for ox, oy in ranked for kind in CANVASES[1:]])
     kept = []
-    for ox, oy in sorted(first, key=lambda phase: -confidence(first[phase]))[:PHASES_KEPT]:
-        others = [read(canvas(planes, ox, oy, kind, tile, size)) for kind in CANVASES[1:]]
-        soft = agreement(np.stack([first[(ox, oy)], *others]))
+    for i, (ox, oy) in enumerate(ranked):
+        more = others[i * (len(CANVASES) - 1) : (i + 1) * (len(CANVASES) - 1)]
+        soft = agreement(np.stack([first[(ox, oy)], *more]))
         kept.append((float(np.abs(soft).mean()), soft, (ox, oy)))
     return ExtentReading(first, kept)
 
@@ -241,19 +246,19 @@ class SyncedReading:
 
 def resynchronise(
     image: np.ndarray | Image.Image,
-    read: Callable[[np.ndarray], np.ndarray],
+    read_all: ReadAll,
     tile: int,
     size: int,
     resize: Callable,
     comb: Comb | None = None,
 ) -> SyncedReading:
-    """Steps 1-3 (step 1 given as `comb` when already done). `read`: [3,S,S] -> [nbits] logits (the detector);
+    """Steps 1-3 (step 1 given as `comb` when already done). `read_all`: the detector on a list of [3,S,S] canvases;
     `resize`: the runtime's [C,H,W] resize. Every phase of every candidate extent counts as a hypothesis, the ones
     the first canvas ranked low included."""
     extents = (comb or comb_of(image, tile, size, resize)).extents
     best: tuple[float, np.ndarray, tuple[float, float], tuple[int, int]] | None = None  # agreement, soft, extent, phase
     for extent in extents:
-        for score, soft, phase in read_extent(image, extent, read, tile, size, resize).kept:
+        for score, soft, phase in read_extent(image, extent, read_all, tile, size, resize).kept:
             if best is None or score > best[0]:
                 best = (score, soft, extent, phase)
     if best is None:
