@@ -76,6 +76,29 @@ def test_every_relative_link_resolves(page):
     assert broken == []
 
 
+TEST_REFERENCE = re.compile(
+    r"`(tests/test_\w+\.py)?::(\w+)"
+)  # `tests/test_x.py::test_y`, or `::test_z` of the same file
+
+
+def _test_names(path: Path) -> set[str]:
+    return {
+        node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.FunctionDef)
+    }
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_test_a_page_names_exists(page):
+    """A promise names the test behind it (docs/validation.md's guarantees table and others): that test exists."""
+    missing, current = [], None
+    for file, name in TEST_REFERENCE.findall(page.read_text(encoding="utf-8")):
+        current = file or current
+        if current is None or not (ROOT / current).is_file() or name not in _test_names(ROOT / current):
+            missing.append(f"{current}::{name}")
+    assert missing == []
+
+
 def _error_classes() -> dict[str, type]:
     """Every VsTfliteError subclass defined in the package, found in the source, then imported."""
     bases, where = {"VsTfliteError"}, {"VsTfliteError": "videoseal_tflite.errors"}
