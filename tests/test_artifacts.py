@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import pytest
 
 from videoseal_tflite.cli.main import main
 from videoseal_tflite.store.lock import output_lock
+from videoseal_tflite.store.manifest import read_manifest
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def _processes_with(marker: str) -> list[int]:
 
 def test_sigterm_mid_conversion_stops_both_parts_and_leaves_no_partial_file(tmp_path):
     """Both parts are built at once (the detector in a second Python): SIGTERM to `convert` stops both, and
-    neither leaves a file, a temp file or a process behind."""
+    neither leaves a partial file, a temp file or a process behind."""
     out, marker = tmp_path / "out", f"VST_SIGTERM_TEST={os.getpid()}-{time.time_ns()}"
     command = [sys.executable, "-m", "videoseal_tflite.cli.main", "convert", "--card", "compact", "--variant", "fp32",
                "--workers", "2", "--artifacts", str(out)]  # fmt: skip
@@ -105,7 +107,13 @@ def test_sigterm_mid_conversion_stops_both_parts_and_leaves_no_partial_file(tmp_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
     assert _processes_with(marker) == []
-    assert not list(out.rglob("*.tflite")) and not list(out.rglob("*.tmp-*"))
+    assert not list(out.rglob("*.tmp-*"))
+    # a part that finished before the signal keeps its file, as a one-process run keeps its finished first part:
+    # whole, and listed in the manifest with its sha256 (verify's check); nothing else is left
+    listed = read_manifest(out)["files"]
+    for path in out.rglob("*.tflite"):
+        entry = listed.get(path.relative_to(out).as_posix())
+        assert entry is not None and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), path
 
 
 def test_an_error_in_the_second_process_is_raised_as_its_own(tmp_path):

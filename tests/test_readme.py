@@ -76,9 +76,8 @@ def test_every_relative_link_resolves(page):
     assert broken == []
 
 
-TEST_REFERENCE = re.compile(
-    r"`(tests/test_\w+\.py)?::(\w+)"
-)  # `tests/test_x.py::test_y`, or `::test_z` of the same file
+# `tests/test_x.py::test_y`, or `::test_z` of the file named before it
+TEST_REFERENCE = re.compile(r"`(tests/test_\w+\.py)?::(\w+)")
 
 
 def _test_names(path: Path) -> set[str]:

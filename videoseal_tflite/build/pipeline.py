@@ -271,11 +271,11 @@ def _convert_card(card, source, out_root, parts, rewrites, variants, int8_io, pr
     # nothing to build is only read back, here (a second Python would take longer to start)
     pending = [job for job in jobs if not _nothing_to_build(job, loaded)]
     aside = pending[1:workers]
+    here = [job for job in jobs if job.part not in {other.part for other in aside}]
     built: dict[str, tuple[ConvertedModel, list[VariantResult]]] = {}
     with _PartProcesses(aside) as others:
-        for job in jobs:
-            if job.part not in {other.part for other in aside}:
-                built[job.part] = build_part(job, progress, loaded)
+        for job in here:
+            built[job.part] = build_part(job, progress, loaded)
         built.update(others.results(progress, card.name))
     converted = [built[part][0] for part in parts]
     return CardArtifacts(card.name, out_dir, converted, [v for part in parts for v in built[part][1]])

@@ -390,6 +390,7 @@ class Embedder:
 
 
 def _bit_logits(model: _Model, small: np.ndarray) -> np.ndarray:
+    """The detector `model` on one [3,S,S] input -> its [nbits] bit logits."""
     return model(image=small[None])["bit_logits"][0].astype(np.float32)
 
 
@@ -422,7 +423,7 @@ class Detector:
 
     def read(self, small: np.ndarray) -> np.ndarray:
         """[3,S,S] at the processing size -> [nbits] bit logits."""
-        return self.logits(small)[0]
+        return _bit_logits(self.model, small)
 
     def read_all(self, smalls: list[np.ndarray]) -> list[np.ndarray]:
         """`read` of each [3,S,S] input, in order. With 2 threads or more, two 1-thread copies of the model read
