@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/videoseal-tflite
 STAMP := $(VENV)/.installed
 # Conversion defaults. The compact cards ship trained weights, so they convert offline:
-#   make convert                                  the default card (store.artifact.DEFAULT_CARD: compact_robust), all variants + report
-#   make convert CARD=compact                     the same architecture with the 128-px weights
+#   make convert                                  the default card (store.artifact.DEFAULT_CARD: compact64), all variants + report
+#   make convert CARD=compact_robust              the 16-bit card that was the default before compact64
 #   make convert CARD=videoseal_1.0 CHECKPOINT=ckpt.pth
 #   make convert CARD=videoseal_0.0 RANDOM_INIT=0  official architecture, untrained (labelled random-init)
 #   make convert-official                         both official cards, random-init seed 0

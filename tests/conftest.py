@@ -81,12 +81,25 @@ def compact_report(compact_artifacts):
     return report
 
 
-@pytest.fixture(scope="session")
-def default_fp32(out_root):
-    """`make convert`'s default card (store.artifact.DEFAULT_CARD), bundled weights: FP32 embedder and detector."""
+def _fp32_pair(card: str, out_root: Path) -> dict[str, Path]:
     from videoseal_tflite.build.pipeline import convert_card
     from videoseal_tflite.build.weights import WeightSource
+
+    artifacts = convert_card(card, WeightSource(), out_root, variants=(), progress=False)
+    return {c.part: Path(c.path) for c in artifacts.converted}
+
+
+@pytest.fixture(scope="session")
+def default_fp32(out_root):
+    """`make convert`'s default card (store.artifact.DEFAULT_CARD: compact64, 64 bits), bundled weights: FP32
+    embedder and detector."""
     from videoseal_tflite.store.artifact import DEFAULT_CARD
 
-    artifacts = convert_card(DEFAULT_CARD, WeightSource(), out_root, variants=(), progress=False)
-    return {c.part: Path(c.path) for c in artifacts.converted}
+    return _fp32_pair(DEFAULT_CARD, out_root)
+
+
+@pytest.fixture(scope="session")
+def robust_fp32(out_root):
+    """`compact_robust` (16 bits, an 8-px tile; the default before compact64), bundled weights: FP32 embedder and
+    detector. The tests of what that card was measured to do (crops re-found, tiles tracked in video, the page)."""
+    return _fp32_pair("compact_robust", out_root)

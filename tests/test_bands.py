@@ -59,11 +59,11 @@ def test_banded_upscale_rows_are_the_whole_resize(shape):
 
 
 @pytest.mark.parametrize("name", ["coffee", "astronaut"])
-def test_banded_embed_and_detect_equal_the_float_path(default_fp32, monkeypatch, name):
+def test_banded_embed_and_detect_equal_the_float_path(robust_fp32, monkeypatch, name):
     """embed_rgb8 (8-bit levels, row bands) writes the float path's pixels within one level on <= 0.01 % of the
     values, and detect reads the same bits from it; forced into bands (the threshold set to 0) nothing changes."""
     rgb8 = getattr(skimage.data, name)()
-    embedder, detector = Embedder(default_fp32["embedder"]), Detector(default_fp32["detector"])
+    embedder, detector = Embedder(robust_fp32["embedder"]), Detector(robust_fp32["detector"])
     assert embedder.adds_levels
     whole = to_uint8(embedder.embed(to_rgb_float(rgb8), MESSAGE))
     levels = embedder.embed_rgb8(rgb8, MESSAGE)
@@ -76,3 +76,13 @@ def test_banded_embed_and_detect_equal_the_float_path(default_fp32, monkeypatch,
     assert np.array_equal(read_banded.bits, read_whole.bits)
     assert np.abs(read_banded.bit_logits - read_whole.bit_logits).max() < 1e-2
     assert read_banded.bit_accuracy(MESSAGE) == 1.0
+
+
+def test_watermark_names_a_message_of_the_wrong_length(robust_fp32):
+    """`Embedder.watermark` is public (the video path and tests call it): a message of the wrong length is the
+    runtime's InvalidMessage, as for `embed`, not XNNPACK's "failed to reshape"."""
+    from videoseal_tflite.errors import InvalidMessage
+
+    embedder = Embedder(robust_fp32["embedder"])
+    with pytest.raises(InvalidMessage, match="message has 64 bits but the model takes 16"):
+        embedder.watermark(np.zeros((3, 64, 64), np.float32), np.zeros(64, np.float32))

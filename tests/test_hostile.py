@@ -611,7 +611,7 @@ def test_an_unknown_card_names_the_known_ones(ctx, capsys):
     assert "known cards:" in err[0] and "compact" in err[0] and "convert --card compactt" not in err[0]
 
 
-def test_resync_never_keeps_a_less_confident_reading(ctx, default_fp32, capsys):
+def test_resync_never_keeps_a_less_confident_reading(ctx, robust_fp32, capsys):
     """The strip of issue #28 (a photo at 40 px wide, tiled down to 40 x 20480), marked with the default card: the
     re-found reading replaces the as-is one only when it is the more confident, so here detect reads at least what
     --no-resync reads (it read 4/16 against 14/16 before); the p-value still counts every reading compared."""
@@ -624,11 +624,11 @@ def test_resync_never_keeps_a_less_confident_reading(ctx, default_fp32, capsys):
     message = np.array([int(b) for b in MESSAGE], np.float32)
     marked = ctx["tmp"] / "strip marked.png"
     pixels = np.ascontiguousarray(strip.transpose(2, 0, 1), np.float32) / 255
-    watermarked = Embedder(default_fp32["embedder"]).embed(pixels, message)
+    watermarked = Embedder(robust_fp32["embedder"]).embed(pixels, message)
     Image.fromarray((np.clip(watermarked, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)).save(marked)
     image = load_image(marked)
-    searched = Detector(default_fp32["detector"]).detect(image)
-    as_is = Detector(default_fp32["detector"], resync=False).detect(image)
+    searched = Detector(robust_fp32["detector"]).detect(image)
+    as_is = Detector(robust_fp32["detector"], resync=False).detect(image)
     print(f"strip: as is {as_is.bit_accuracy(message)}, detect {searched.bit_accuracy(message)}")
     if searched.synced is None:
         assert (searched.bits == as_is.bits).all()

@@ -15,7 +15,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_VENV_MB = 500
-MESSAGE = "0110100110010110"
+MESSAGE = "0110100110010110" * 4  # the default card (compact64) carries 64 bits
 
 
 def _run(*cmd, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -61,4 +61,6 @@ def test_the_base_install_marks_and_reads_an_image(base_venv, default_fp32, tmp_
     common = ["--artifacts", release, "--card", default_fp32["detector"].parent.name, "--message", MESSAGE, "--json"]
     embedded = json.loads(_run(cli, "embed", source, marked, *common).stdout)
     read = json.loads(_run(cli, "detect", marked, *common).stdout)
-    assert embedded["bits"] == read["bits"] == MESSAGE and read["matching_bits"] == 16
+    # the default card reads most bits of a photo, not always all (held-out clean: 0.976): the verdict decides
+    assert embedded["bits"] == read["bits"] and read["nbits"] == 64 and read["matching_bits"] >= 56
+    assert read["watermarked"] is True and read["pvalue"] <= 1e-6 and embedded["watermarked"] is True

@@ -152,10 +152,10 @@ def test_readme_python_example_runs(default_fp32, tmp_path):
         (tmp_path / model).symlink_to(default_fp32[Path(model).name.split("_")[0]])
     photo = re.findall(r"load_image\(\"([^\"]+)\"\)", code)[0]
     Image.fromarray(data.astronaut()).save(tmp_path / photo)
-    message = re.search(r"parse_message\(\"([01]+)\"\)", code).group(1)
+    assert re.search(r"parse_message\(hex_text=\"[0-9a-f]{16}\", nbits=64\)", code), "the card's 64 bits"
 
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    bits, verdict = run.stdout.strip().splitlines()[-2:]
-    assert bits == message
+    matching, verdict = run.stdout.strip().splitlines()[-2:]
+    assert re.fullmatch(r"\d+ of 64 bits match", matching) and int(matching.split()[0]) >= 56, matching
     assert verdict.startswith("watermarked (p-value"), verdict

@@ -359,8 +359,8 @@ def test_workers_give_the_same_report_numbers(compact_artifacts, tmp_path):
 # ---- false positives on unmarked images (issue #26) ---------------------------------------------------------------
 
 
-def test_false_positives_are_counted_and_a_biased_detector_is_caught(default_fp32):
-    """The default card's FP32 detector on 8 unmarked images (3 re-synchronised or more, their readings counted):
+def test_false_positives_are_counted_and_a_biased_detector_is_caught(robust_fp32):
+    """compact_robust's FP32 detector on 8 unmarked images (3 re-synchronised or more, their readings counted):
     none decided at FPR 1e-3 against its own random message or the readings' majority, and the p-values are never
     smaller than uniform (one-sided KS). A detector that reads the same bits from every image is decided against
     the majority message on every image: what that row exists to catch."""
@@ -370,7 +370,7 @@ def test_false_positives_are_counted_and_a_biased_detector_is_caught(default_fp3
     shapes = {unmarked_image(i).shape for i in range(8)}
     assert len(shapes) == 8 and all(64 <= min(s[:2]) and max(s[:2]) <= 1024 and s[2] == 3 for s in shapes)
     assert (unmarked_image(3) == unmarked_image(3)).all()  # seeded: the same set on every run
-    detector = Detector(default_fp32["detector"])
+    detector = Detector(robust_fp32["detector"])
     real = false_positives(detector, 8)
     print("false positives, 8 unmarked images:", real)
     assert real.random_message == {"1e-06": 0, "1e-03": 0} and real.fixed_message == {"1e-06": 0, "1e-03": 0}
@@ -452,3 +452,23 @@ def test_payload_rate_counts_data_read_back_through_the_code(tmp_path, flips, pa
     result = evaluate(Marker(), Reader(), images, messages_per_image=2, attacks=("clean",))
     assert result.payload == {"clean": payload_read}
     assert result.exact == {"clean": 1.0 if flips == 0 else 0.0}
+
+
+@pytest.mark.fast
+def test_a_variant_left_below_its_quality_bar_is_named_in_the_report(tmp_path):
+    """The repair search keeps its best build when no repair reaches the bar (compact64's int8 embedder: watermark
+    max |error| / max |watermark| 0.665 against 0.2): the report names the miss, not only `repaired`."""
+    from videoseal_tflite.validate.measure import _below_bar, _Candidate
+    from videoseal_tflite.validate.render import _notes
+
+    path = tmp_path / "embedder_128_int8.tflite"
+    path.write_bytes(b"built")
+    found = {"images": 16, "max_abs_diff": 0.66, "watermark_rel_err": 0.6653, "watermark_corr": 0.992}
+    missed = _below_bar(_Candidate(path, "embedder", "int8", {}, {"agreement": found}))
+    assert missed == "watermark max |error| / max |watermark| vs FP32 0.6653 > 0.2"
+    met = {"images": 16, "max_abs_diff": 1.19, "bit_agreement": 0.9902}
+    assert _below_bar(_Candidate(path, "detector", "int8", {}, {"agreement": met})) is None
+    assert _below_bar(_Candidate(path, "detector", "int8", {}, None)) is None
+    record = {"part": "embedder", "variant": "int8", "status": "repaired", "repairs_applied": [], "load_error": None}
+    notes = _notes({"records": [{**record, "flags": [], "below_bar": missed}]})
+    assert any("**below its quality bar**" in line and "0.6653 > 0.2" in line for line in notes), notes

@@ -89,6 +89,7 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
     """Watermark the RGB; keep alpha, EXIF (orientation applied, tag set to 1), ICC profile and, where the
     output format and the watermark allow it, the mode (see `image_io`); then read the saved file back."""
     from videoseal_tflite.runtime.image_io import check_quality, output_format, read_image, read_pixels, write_image
+    from videoseal_tflite.runtime.verdict import decide
 
     check_quality(args.quality)
     output_format(args.output)  # a bad extension fails before any work
@@ -100,6 +101,8 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         watermarked = embedder.embed(source.pixels, message)
     written = write_image(args.output, watermarked, source, args.quality)
     detection = detector.detect(read_pixels(args.output))
+    # the saved file judged as `detect --message` judges it: a 64-bit card decides at --fpr without every bit
+    verdict = decide(detection.bits, message, args.fpr, detection.hypotheses)
     report = {
         "output": str(args.output),
         "embedder": str(embedder_path),
@@ -110,6 +113,7 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
         "kept": list(written.kept),
         "notes": list(written.notes),
         **detection_json(detection, message, detector.model.meta),
+        **verdict.to_json(),
     }
     if args.json:
         print_json(report)
@@ -123,7 +127,10 @@ def _embed_image(args: argparse.Namespace, embedder, message, embedder_path: Pat
             print(f"note: {note}")
         print(f"recovered bits: {report['bits']}")
         print(f"bit accuracy:   {report['bit_accuracy']:.4f} ({detector.model.path.name})")
-    if report["bit_accuracy"] < 1.0:
+        for line in verdict_lines(verdict):
+            print(line)
+    # a bit lost matters when the verdict is not reached (a 16-bit card never decides at 1e-6: every bit counts)
+    if report["bit_accuracy"] < 1.0 and not verdict.watermarked:
         unsaved = detector.detect(watermarked).bit_accuracy(message)  # uint8 HxWx3 or float [3,H,W]: both read
         print(_saved_warning(report["bit_accuracy"], unsaved, written, args.quality), file=sys.stderr)
     return 0

@@ -330,9 +330,10 @@ class Embedder:
 
     def watermark(self, image: np.ndarray, message: np.ndarray) -> np.ndarray:
         """The embedder's watermark signal upsampled to full resolution, [C,H,W] (before JND and scaling_w)."""
+        message = self._checked(message)  # a public entry too: a wrong length is InvalidMessage, not XNNPACK's text
         _, height, width = image.shape
         small = resize_bilinear(image, self.size, self.size)
-        w = self.model(image=small[None], message=np.asarray(message, np.float32).reshape(1, -1))["watermark"][0]
+        w = self.model(image=small[None], message=message.reshape(1, -1))["watermark"][0]
         return resize_bilinear(w, height, width)
 
     def embed_rgb8(self, rgb8: np.ndarray, message: np.ndarray) -> np.ndarray:

@@ -252,6 +252,11 @@ def _notes(report: dict[str, Any]) -> list[str]:
             )
         if r["load_error"]:
             notes.append(f"- {r['part']} {r['variant']}: **failed**: `{r['load_error'][:300]}`")
+        if r.get("below_bar"):
+            notes.append(
+                f"- {r['part']} {r['variant']}: **below its quality bar** after every repair ({r['below_bar']}): the "
+                "best build is kept; its bit accuracy in the table is measured like any file's"
+            )
         errors = [
             f for f in r["flags"] if f["kind"] in ("batch_matmul_dtypes", "broadcast_to_shape", "custom_op", "flex_op")
         ]
