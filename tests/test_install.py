@@ -64,3 +64,13 @@ def test_the_base_install_marks_and_reads_an_image(base_venv, default_fp32, tmp_
     # the default card reads most bits of a photo, not always all (held-out clean: 0.976): the verdict decides
     assert embedded["bits"] == read["bits"] and read["nbits"] == 64 and read["matching_bits"] >= 56
     assert read["watermarked"] is True and read["pvalue"] <= 1e-6 and embedded["watermarked"] is True
+    # the payload flow (bchlib, a base dependency): embed --payload, detect decodes it; detect --payload tests for it
+    Image.fromarray(skimage.data.astronaut()).save(source)
+    card = ["--artifacts", release, "--card", default_fp32["detector"].parent.name]
+    _run(cli, "embed", source, marked, *card, "--payload", "v1.0", "--json")
+    decoded = json.loads(_run(cli, "detect", marked, *card, "--json").stdout)["payload"]
+    assert decoded["check_passed"] is True and decoded["text"] == "v1.0" and decoded["code"]["data_bits"] == 36
+    told = _run(cli, "detect", marked, *card).stdout
+    assert "payload: 'v1.0'" in told and ("watermarked (p-value" in told or "detect --payload TEXT" in told), told
+    tested = json.loads(_run(cli, "detect", marked, *card, "--payload", "v1.0", "--json").stdout)
+    assert tested["watermarked"] is True and tested["nbits"] == 64
