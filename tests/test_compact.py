@@ -69,7 +69,7 @@ def test_default_card_decides_on_the_heldout_table(default_fp32):
     through the runtime on the full-resolution held-out set (8 photos of 512-741 px + 8 procedural images, 4 payload
     codewords each), saved as PNG, attacked, detected; judged as a detector, by the share of samples decided at FPR
     1e-6. Measured (scripts/heldout_table.py --card compact64, 2026-12-07): decided clean 1.000, JPEG 80 1.000,
-    JPEG 50 0.984, resize 0.5x 1.000, crop 50 % area 0.641, H.264 CRF 23 1.000, CRF 30 0.875; 40.13 dB. Every row
+    JPEG 50 0.984, resize 0.5x 1.000, crop 50 % area 0.641, H.264 CRF 23 1.000, CRF 30 0.891; 40.13 dB. Every row
     of issue #26's minimum is asserted but the crop's (0.80, not met: the issue stays open), which is held at its
     measured level so that it cannot fall unnoticed."""
     from videoseal_tflite.build.images import fullres_evaluation_images

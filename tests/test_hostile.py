@@ -612,7 +612,7 @@ def test_an_unknown_card_names_the_known_ones(ctx, capsys):
 
 
 def test_resync_never_keeps_a_less_confident_reading(ctx, robust_fp32, capsys):
-    """The strip of issue #28 (a photo at 40 px wide, tiled down to 40 x 20480), marked with the default card: the
+    """The strip of issue #28 (a photo at 40 px wide, tiled down to 40 x 20480), marked with compact_robust: the
     re-found reading replaces the as-is one only when it is the more confident, so here detect reads at least what
     --no-resync reads (it read 4/16 against 14/16 before); the p-value still counts every reading compared."""
     from videoseal_tflite.runtime import Detector, Embedder, load_image

@@ -49,7 +49,7 @@ def _node() -> str:
 
 @pytest.fixture(scope="session")
 def web_release(tmp_path_factory, out_root, robust_fp32) -> Path:
-    """A release folder with the default card's fp32 and int8 files, plus a truncated `broken` variant. The files
+    """A release folder with compact_robust's fp32 and int8 files, plus a truncated `broken` variant. The files
     are the session's own (conftest's `out_root`): the FP32 pair is reused through the pipeline's input hashes,
     only int8 is built here."""
     from videoseal_tflite.build.pipeline import convert_card

@@ -111,14 +111,12 @@ def _below_bar(c: _Candidate) -> str | None:
     """The quality bar against FP32 (store.variants) that a built variant still missed after every repair, from its
     quantize log entry: the search keeps the best build it found, so the file exists and is measured like any
     other, and the report says so instead of showing only `repaired`. None when the bar is met or not known."""
-    found = (c.build or {}).get("agreement")
-    if c.path is None or not found or not spec(c.variant).quantized:
+    found, row = (c.build or {}).get("agreement"), spec(c.variant)
+    if c.path is None or not found or not row.quantized:
         return None
-    fields = {f.name for f in dataclasses.fields(Agreement)}
-    agreement = Agreement(**{k: v for k, v in found.items() if k in fields})
+    agreement = Agreement(**found)  # the log entry is VariantResult.to_json: as VariantResult.from_json reads it
     if quality_gap(c.variant, agreement) <= 0:
         return None
-    row = spec(c.variant)
     if agreement.bit_agreement is not None:
         return f"bit agreement vs FP32 {agreement.bit_agreement:.4f} < {row.detector_min_bit_agreement}"
     error = agreement.watermark_rel_err
