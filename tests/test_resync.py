@@ -22,10 +22,12 @@ from videoseal_tflite.runtime.resync import (
     EXTENTS,
     FOUND_ABOVE,
     HARMONICS,
+    SURE_ABOVE,
     comb_of,
     comb_scores,
     harmonics,
     peaks_of,
+    resynchronise,
     unsure,
     whitened_log_power,
 )
@@ -62,6 +64,31 @@ def test_half_area_crop_is_found_again(robust_fp32, marked):
         plain.append(as_is.detect(crop).bit_accuracy(MESSAGE))
     print(f"50 % crops: resynchronised {synced}, as is {plain}")
     assert np.mean(synced) >= 0.9 and np.mean(plain) <= 0.75
+
+
+def test_a_sure_reading_ends_the_search_and_the_skipped_extents_still_count(robust_fp32, marked, monkeypatch):
+    """resync.SURE_ABOVE: the extents are read best comb first and a reading that agrees more than the card's
+    threshold ends the search. On these crops it keeps the reading the full search keeps, having read fewer extents,
+    and the p-value still counts every extent's phases; an unmarked image reads every extent."""
+    detector = Detector(robust_fp32["detector"])
+    tile, size = detector.tile_period, detector.size
+    stopped = []
+    for _, y in marked:
+        crop = np.asarray(crop_half_area(y), np.float32)
+        comb = comb_of(crop, tile, size, _resize_any)
+        early = resynchronise(crop, detector.read_all, tile, size, _resize_any, comb)
+        with monkeypatch.context() as patch:
+            patch.setitem(SURE_ABOVE, tile, np.inf)
+            full = resynchronise(crop, detector.read_all, tile, size, _resize_any, comb)
+        assert full.extents_read == len(comb.extents) and early.hypotheses == full.hypotheses == 1 + 6 * 64
+        assert (early.extent, early.phase) == (full.extent, full.phase)
+        assert np.array_equal(early.bit_logits, full.bit_logits)
+        if early.agreement >= SURE_ABOVE[tile]:
+            stopped.append(early.extents_read)
+    assert stopped and min(stopped) < len(comb.extents), "at least one crop ended the search early"
+    unmarked = procedural_image(2003, 512).pixels
+    found = resynchronise(unmarked, detector.read_all, tile, size, _resize_any)
+    assert found.agreement < SURE_ABOVE[tile] and found.extents_read == EXTENT_CANDIDATES[0] + EXTENT_CANDIDATES[1]
 
 
 def test_two_one_thread_readers_give_the_two_thread_numbers(robust_fp32, marked):
@@ -143,6 +170,7 @@ def test_cli_detect_says_it_resynchronised(robust_fp32, marked, tmp_path, capsys
     assert main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["resynchronised"]["hypotheses"] == 385 and report["watermarked"]
+    assert 1 <= report["resynchronised"]["extents_read"] <= sum(EXTENT_CANDIDATES)
     assert report["pvalue"] == pytest.approx(385 * pvalue(report["matching_bits"], 16))
     found = report["resynchronised"]["tile_found"]
     assert report["resynchronised"]["kept"] and found == (report["resynchronised"]["agreement"] >= FOUND_ABOVE)

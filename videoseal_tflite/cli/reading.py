@@ -89,6 +89,7 @@ def synced_json(detection) -> dict:
         "phase": list(synced.phase),
         "agreement": synced.agreement,
         "hypotheses": synced.hypotheses,
+        "extents_read": synced.extents_read,
     }
 
 
@@ -96,7 +97,7 @@ def synced_line(detection) -> str:
     """What the re-synchronisation did. "Tile found" only above resync.FOUND_ABOVE, the agreement that unmarked
     images were not measured to reach."""
     synced = detection.searched
-    count = f"{synced.hypotheses} readings compared, p-values x {synced.hypotheses}; --no-resync reads as is only"
+    count = f"{synced.hypotheses} readings counted, p-values x {synced.hypotheses}; --no-resync reads as is only"
     if detection.synced is None:
         return (
             f"re-synchronisation: the reading as is was unsure and no re-found reading was surer; kept as is ({count})"
