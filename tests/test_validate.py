@@ -192,6 +192,13 @@ def test_pick_selects_correctly_on_a_crafted_report(tmp_path, capsys):
     assert best["variant"] == "int8"
     best, why = pick(report, "detector", max_mb=10, min_bit_acc=None, max_ms=None)
     assert best is None and "size <= 10" in why
+    # a variant left below its quality bar is not picked, and the answer says so; --allow-below-bar considers it
+    report["records"][3]["below_bar"] = "bit agreement vs FP32 0.9300 < 0.95"
+    best, why = pick(report, "detector", max_mb=None, min_bit_acc=0.9, max_ms=None)
+    assert best["variant"] == "dynamic_int8" and "below their quality bar: int8" in why
+    best, why = pick(report, "detector", max_mb=None, min_bit_acc=0.9, max_ms=None, allow_below_bar=True)
+    assert best["variant"] == "int8" and "below its quality bar (bit agreement" in why
+    del report["records"][3]["below_bar"]
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     assert (

@@ -91,7 +91,7 @@ def _cmd_pick(args: argparse.Namespace) -> int:
         raise ArtifactsMissing(f"no report at {path}; run `videoseal-tflite validate` first") from None
     except json.JSONDecodeError as exc:
         raise InvalidReport(f"{path} is not valid JSON ({exc.msg})") from None
-    best, why = pick(report, args.part, args.max_mb, args.min_bit_acc, args.max_ms)
+    best, why = pick(report, args.part, args.max_mb, args.min_bit_acc, args.max_ms, args.allow_below_bar)
     if best is None:
         print(why, file=sys.stderr)
         return 1
@@ -174,6 +174,11 @@ def _add_pick(sub) -> None:
     pick.add_argument("--max-mb", type=bounded(float, 0, open_low=True))
     pick.add_argument("--min-bit-acc", type=fraction)
     pick.add_argument("--max-ms", type=bounded(float, 0, open_low=True))
+    pick.add_argument(
+        "--allow-below-bar",
+        action="store_true",
+        help="also consider variants left below their quality bar against FP32 (report.md names them)",
+    )
     pick.set_defaults(func=_cmd_pick)
 
 

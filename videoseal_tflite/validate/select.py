@@ -31,11 +31,20 @@ def below_floor(report: dict[str, Any], min_bit_acc: float | None, max_psnr_drop
 
 
 def pick(
-    report: dict[str, Any], part: str, max_mb: float | None, min_bit_acc: float | None, max_ms: float | None
+    report: dict[str, Any],
+    part: str,
+    max_mb: float | None,
+    min_bit_acc: float | None,
+    max_ms: float | None,
+    allow_below_bar: bool = False,
 ) -> tuple[dict | None, str]:
-    """The fastest loading record of `part` meeting every constraint (ties: smaller, then more accurate)."""
+    """The fastest loading record of `part` meeting every constraint (ties: smaller, then more accurate). A variant
+    the repair search left below its quality bar against FP32 (the report's `below_bar`) is not picked unless
+    `allow_below_bar`: its bits may still read, but the file is not what the variant promises."""
     rows = [r for r in report["records"] if r["part"] == part and r["loads"]]
     checks = {"loads": lambda r: True}
+    if not allow_below_bar:
+        checks["its quality bar vs FP32"] = lambda r: not r.get("below_bar")
     if max_mb is not None:
         checks[f"size <= {max_mb} MB"] = lambda r: r["bytes"] / 1e6 <= max_mb
     if min_bit_acc is not None:
@@ -56,4 +65,9 @@ def pick(
         f"{_fmt(best['latency_ms_median'], '.1f')} ms median; fastest of {len(ok)} {part} file(s) meeting "
         + (", ".join(name for name in checks if name != "loads") or "no constraint (all files)")
     )
+    skipped = [r["variant"] for r in rows if r.get("below_bar") and not allow_below_bar]
+    if skipped:
+        why += f"; not picked, below their quality bar: {', '.join(skipped)} (--allow-below-bar to consider them)"
+    if best.get("below_bar"):
+        why += f"; below its quality bar ({best['below_bar']})"
     return best, why
