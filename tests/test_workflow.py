@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from videoseal_tflite.store.artifact import DEFAULT_CARD
 from videoseal_tflite.store.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_merged_release_is_byte_identical_to_a_single_run(released, compact_arti
     assert {rel: keys for rel, keys in differing.items() if keys} == {}
     for rel in expected:
         assert (release / rel).read_bytes() == (out_root / rel).read_bytes(), rel
-    manifest = {"schema": 1, "tool_versions": single["tool_versions"], "files": expected}
+    manifest = {"schema": 1, "default_card": DEFAULT_CARD, "tool_versions": single["tool_versions"], "files": expected}
     assert (release / MANIFEST_NAME).read_text() == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     assert sorted(p.name for p in (release / "compact").glob("*.tflite")) == sorted(Path(k).name for k in expected)
 

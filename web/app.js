@@ -76,7 +76,7 @@ async function readRelease() {
   releaseInfo = await vt.readRelease(release);
   const cards = Object.keys(releaseInfo.cards);
   if (!cards.length) throw new Error(`no card in ${release}manifest.json`);
-  const card = cards.includes(params.get('card')) ? params.get('card') : cards.includes('compact_robust') ? 'compact_robust' : cards[0];
+  const card = cards.includes(params.get('card')) ? params.get('card') : releaseInfo.defaultCard;
   $('card').replaceChildren(...cards.map((c) => new Option(c, c, false, c === card)));
   await chooseCard(card, params.get('variant'));
 }

@@ -582,7 +582,9 @@ export async function readRelease(release) {
     cards[card][variant] ??= {};
     cards[card][variant][part] = {path, url: base + path, bytes: entry.bytes ?? entry.size ?? null};
   }
-  return {base, cards, manifest};
+  // the card to show first: the manifest's default_card (make convert's default) when the release holds it
+  const defaultCard = cards[manifest.default_card] ? manifest.default_card : (Object.keys(cards)[0] ?? null);
+  return {base, cards, manifest, defaultCard};
 }
 
 /** <release>/<card>/report.json, or null when the release has none. */
@@ -632,7 +634,7 @@ function checkedMeta(bytes, part, url) {
 export async function load({release, card, variant = 'fp32', threads = 1, onProgress = () => {}} = {}) {
   if (!release) throw new Error('load() needs {release: URL of the release folder}');
   const found = await readRelease(release);
-  const cardName = card ?? Object.keys(found.cards)[0];
+  const cardName = card ?? found.defaultCard;
   const files = found.cards[cardName]?.[variant];
   if (!files?.embedder || !files?.detector) {
     throw new Error(`no ${variant} embedder and detector for card ${cardName} in ${found.base}manifest.json`);

@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from videoseal_tflite.store.artifact import DEFAULT_CARD
 from videoseal_tflite.store.atomic import write_text_atomic
 from videoseal_tflite.store.lock import updating
 
@@ -59,8 +60,15 @@ def update_manifest(root: Path, entries: dict[str, dict[str, Any]]) -> Path:
 
 
 def write_manifest(root: Path, files: dict[str, dict[str, Any]], tools: dict[str, str] | None = None) -> Path:
-    """The manifest with exactly `files`, entries sorted (the same bytes whichever order they were built in)."""
-    manifest = {"schema": 1, "tool_versions": tools or tool_versions(), "files": dict(sorted(files.items()))}
+    """The manifest with exactly `files`, entries sorted (the same bytes whichever order they were built in), and
+    `default_card`: the card a reader shows first when the release holds several (the web page; `make convert`'s
+    default, store.artifact.DEFAULT_CARD, so the page does not keep its own copy of that fact)."""
+    manifest = {
+        "schema": 1,
+        "default_card": DEFAULT_CARD,
+        "tool_versions": tools or tool_versions(),
+        "files": dict(sorted(files.items())),
+    }
     target = Path(root) / MANIFEST_NAME
     write_text_atomic(target, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return target

@@ -15,7 +15,10 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const opt = args();
 const release = path.resolve(opt.release ?? path.join(HERE, '..', '..', 'artifacts'));
 const out = path.resolve(opt.out ?? path.join(HERE, '..', '..', 'artifacts', 'web', 'bench.json'));
-const card = opt.card ?? 'compact_robust';
+// the release's default card (manifest.json's default_card, make convert's default) unless --card names one
+const manifest = JSON.parse(fs.readFileSync(path.join(release, 'manifest.json'), 'utf8'));
+const cards = [...new Set(Object.keys(manifest.files ?? {}).map((p) => p.split('/')[0]))];
+const card = opt.card ?? (cards.includes(manifest.default_card) ? manifest.default_card : cards[0]);
 const variants = String(opt.variants ?? 'fp32,int8').split(',');
 const python = path.resolve(opt.python ?? path.join(HERE, '..', '..', '.venv', 'bin', 'python'));
 const repeats = Number(opt.repeats ?? 5);
