@@ -569,6 +569,12 @@ export async function fetchBytes(url, onProgress = () => {}) {
 }
 
 /** The release folder's manifest: {cards: {card: {variant: {embedder, detector}}}, raw}. */
+/** The card a reader shows first: the manifest's `default_card` (make convert's default, written by the Python
+ * store) when `cards` holds it, else the first of `cards`, else null. */
+export function releaseDefaultCard(manifest, cards) {
+  return cards.includes(manifest.default_card) ? manifest.default_card : (cards[0] ?? null);
+}
+
 export async function readRelease(release) {
   const base = release.endsWith('/') ? release : `${release}/`;
   const manifest = JSON.parse(new TextDecoder().decode(await fetchBytes(`${base}manifest.json`)));
@@ -582,9 +588,7 @@ export async function readRelease(release) {
     cards[card][variant] ??= {};
     cards[card][variant][part] = {path, url: base + path, bytes: entry.bytes ?? entry.size ?? null};
   }
-  // the card to show first: the manifest's default_card (make convert's default) when the release holds it
-  const defaultCard = cards[manifest.default_card] ? manifest.default_card : (Object.keys(cards)[0] ?? null);
-  return {base, cards, manifest, defaultCard};
+  return {base, cards, manifest, defaultCard: releaseDefaultCard(manifest, Object.keys(cards))};
 }
 
 /** <release>/<card>/report.json, or null when the release has none. */

@@ -245,7 +245,7 @@ class SyncedReading:
     phase: tuple[int, int]  # (ox, oy) at the processing size
     agreement: float  # mean |soft bit|
     hypotheses: int  # readings the choice could be made among (the as-is reading included)
-    extents_read: int = 0  # candidate extents read before the choice (a sure reading skips the rest)
+    extents_read: int  # candidate extents read before the choice (a sure reading skips the rest)
 
     @property
     def found(self) -> bool:
@@ -268,8 +268,7 @@ def resynchronise(
     sure = SURE_ABOVE.get(tile, np.inf)
     best: tuple[float, np.ndarray, tuple[float, float], tuple[int, int]] | None = None  # agreement, soft, extent, phase
     read = 0
-    for extent in extents:
-        read += 1
+    for read, extent in enumerate(extents, 1):
         for score, soft, phase in read_extent(image, extent, read_all, tile, size, resize).kept:
             if best is None or score > best[0]:
                 best = (score, soft, extent, phase)

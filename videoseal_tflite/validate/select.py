@@ -43,8 +43,9 @@ def pick(
     `allow_below_bar`: its bits may still read, but the file is not what the variant promises."""
     rows = [r for r in report["records"] if r["part"] == part and r["loads"]]
     checks = {"loads": lambda r: True}
+    bar = "its quality bar vs FP32"
     if not allow_below_bar:
-        checks["its quality bar vs FP32"] = lambda r: not r.get("below_bar")
+        checks[bar] = lambda r: not r.get("below_bar")
     if max_mb is not None:
         checks[f"size <= {max_mb} MB"] = lambda r: r["bytes"] / 1e6 <= max_mb
     if min_bit_acc is not None:
@@ -65,7 +66,7 @@ def pick(
         f"{_fmt(best['latency_ms_median'], '.1f')} ms median; fastest of {len(ok)} {part} file(s) meeting "
         + (", ".join(name for name in checks if name != "loads") or "no constraint (all files)")
     )
-    skipped = [r["variant"] for r in rows if r.get("below_bar") and not allow_below_bar]
+    skipped = [r["variant"] for r in rows if bar in checks and not checks[bar](r)]
     if skipped:
         why += f"; not picked, below their quality bar: {', '.join(skipped)} (--allow-below-bar to consider them)"
     if best.get("below_bar"):

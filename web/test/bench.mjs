@@ -10,15 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {args, openBrowser, openApp, installHelpers, run, median} from './browser.mjs';
+import {releaseDefaultCard} from '../videoseal_tflite.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const opt = args();
 const release = path.resolve(opt.release ?? path.join(HERE, '..', '..', 'artifacts'));
 const out = path.resolve(opt.out ?? path.join(HERE, '..', '..', 'artifacts', 'web', 'bench.json'));
-// the release's default card (manifest.json's default_card, make convert's default) unless --card names one
 const manifest = JSON.parse(fs.readFileSync(path.join(release, 'manifest.json'), 'utf8'));
 const cards = [...new Set(Object.keys(manifest.files ?? {}).map((p) => p.split('/')[0]))];
-const card = opt.card ?? (cards.includes(manifest.default_card) ? manifest.default_card : cards[0]);
+const card = opt.card ?? releaseDefaultCard(manifest, cards);
 const variants = String(opt.variants ?? 'fp32,int8').split(',');
 const python = path.resolve(opt.python ?? path.join(HERE, '..', '..', '.venv', 'bin', 'python'));
 const repeats = Number(opt.repeats ?? 5);

@@ -16,6 +16,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import {fileURLToPath} from 'node:url';
 import {args, openBrowser, openApp, installHelpers, run, pool, median} from './browser.mjs';
+import {releaseDefaultCard} from '../videoseal_tflite.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const opt = args();
@@ -40,8 +41,7 @@ if (!fs.existsSync(cli)) fail(`no Python CLI at ${cli} (make setup)`);
 const manifest = JSON.parse(fs.readFileSync(path.join(release, 'manifest.json'), 'utf8'));
 const entries = Object.entries(manifest.files).filter(([p]) => /^[^/]+\/(embedder|detector)_\d+_[a-z0-9_]+\.tflite$/.test(p));
 const cards = [...new Set(entries.map(([p]) => p.split('/')[0]))];
-// the release's default card (manifest.json's default_card, make convert's default) when it holds it
-const card = opt.card ?? (cards.includes(manifest.default_card) ? manifest.default_card : cards[0]);
+const card = opt.card ?? releaseDefaultCard(manifest, cards);
 const cardEntries = entries.filter(([p]) => p.startsWith(`${card}/`));
 const nbits = Number(cardEntries[0]?.[1].nbits);
 if (!nbits) fail(`no files of card ${card} in ${release}/manifest.json`);
